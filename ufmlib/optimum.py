@@ -1,0 +1,361 @@
+"""The closed-form global minimiser of the bias-free MSE deep linear UFM (digest §3.2, R1).
+
+The global minimiser is due to Dang et al. (ICML 2023, Thm 3.1); its existence condition is
+v1 Eq. (2):
+
+    (K n λ_H Π_l λ_{W_l})^{1/L}  <  (L-1)^{(L-1)/L} / (K L^2).
+
+When it holds, every global minimiser exhibits deep neural collapse and is described by one
+number γ ∈ ((L-1)/(2L), 1), the **largest** root of (★)
+
+    γ^{L-1} (1-γ)^{L+1} = K^{L+1} n λ_H Π_l λ_{W_l}.
+
+When it fails the global minimiser is zero (loss 1/2) and :class:`DNCOptimum` says so.
+
+The root is found for ``u = 1 - γ`` in log space, so that λ down to 1e-10 and L up to 12 keep
+full relative precision in ``1 - γ`` (the quantity every eigenvalue depends on).
+
+This module also holds the cross-entropy DNC critical point of digest §4.9 (R9).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal, Sequence
+
+import numpy as np
+import torch
+from scipy.optimize import brentq
+
+from .config import ConfigError, UFMConfig, _check_int, _check_positive
+from .model import UFMParams
+
+__all__ = [
+    "condition",
+    "solve_gamma",
+    "DNCOptimum",
+    "dnc_optimum",
+    "construct_minimiser",
+    "CECriticalPoint",
+    "ce_critical_point",
+    "construct_ce_critical_point",
+]
+
+
+def _lambdas(L: int, lambda_W: float | Sequence[float]) -> tuple[float, ...]:
+    if isinstance(lambda_W, (list, tuple)):
+        if len(lambda_W) != L:
+            raise ConfigError("lambda_W", f"one number or a list of L = {L} numbers", lambda_W)
+        return tuple(_check_positive(f"lambda_W[{i}]", v) for i, v in enumerate(lambda_W))
+    return (_check_positive("lambda_W", lambda_W),) * L
+
+
+def condition(K: int, n: int, L: int, lambda_W: float | Sequence[float], lambda_H: float) -> tuple[float, float]:
+    """Both sides ``(lhs, rhs)`` of v1 Eq. (2); the DNC minimiser is global iff ``lhs < rhs``.
+
+    For ``L = 1`` this is the standard UFM condition ``K sqrt(n λ_W λ_H) < 1``.
+    """
+    lws = _lambdas(L, lambda_W)
+    log_prod = math.log(K) + math.log(n) + math.log(lambda_H) + sum(math.log(v) for v in lws)
+    lhs = math.exp(log_prod / L)
+    rhs = (L - 1) ** ((L - 1) / L) / (K * L**2) if L > 1 else 1.0 / K
+    return lhs, rhs
+
+
+def _log_star_rhs(K: int, n: int, lws: Sequence[float], lambda_H: float) -> float:
+    L = len(lws)
+    return (L + 1) * math.log(K) + math.log(n) + math.log(lambda_H) + sum(math.log(v) for v in lws)
+
+
+def solve_gamma(K: int, n: int, L: int, lambda_W: float | Sequence[float], lambda_H: float) -> tuple[float, float] | None:
+    """The largest root of (★) as ``(γ, 1-γ)``, or ``None`` when (★) has no root.
+
+    ``1-γ`` is returned separately because it is computed directly (no cancellation).
+    A root can exist while condition (2) fails (then it is a non-global critical point).
+    """
+    lws = _lambdas(L, lambda_W)
+    log_c = _log_star_rhs(K, n, lws, lambda_H)
+    if L == 1:  # (1-γ)^2 = c: the standard UFM, 1 - γ = K sqrt(n λ_W λ_H)
+        u = math.exp(0.5 * log_c)
+        return (1.0 - u, u) if u < 1.0 else None
+    u_max = 1.0 - (L - 1) / (2 * L)  # 1 - γ at the maximum of γ^{L-1}(1-γ)^{L+1}
+
+    def h(u: float) -> float:
+        return (L - 1) * math.log1p(-u) + (L + 1) * math.log(u) - log_c
+
+    if h(u_max) < 0:
+        return None
+    if h(u_max) == 0:
+        return 1.0 - u_max, u_max
+    # h is increasing on (0, u_max]; h -> -inf as u -> 0.  Bracket the root from below.
+    lo = u_max
+    while h(lo) >= 0:
+        lo *= 0.5
+        if lo < 1e-300:
+            return None
+    u = brentq(h, lo, u_max, xtol=1e-300, rtol=4 * np.finfo(float).eps, maxiter=500)
+    return 1.0 - u, u
+
+
+@dataclass(frozen=True)
+class DNCOptimum:
+    """Closed-form description of the global minimiser (digest §3.2) and its spectra (§4).
+
+    ``is_global`` is ``False`` when condition (2) fails: then the global minimiser is zero, its
+    loss is 1/2, and every DNC quantity below is ``nan`` (never a silent number).
+    """
+
+    K: int
+    n: int
+    L: int
+    lambda_W: tuple[float, ...]
+    lambda_H: float
+    condition_lhs: float
+    condition_rhs: float
+    is_global: bool
+    gamma: float
+    one_minus_gamma: float
+    optimal_loss: float
+
+    @property
+    def N(self) -> int:
+        return self.K * self.n
+
+    @property
+    def t(self) -> float:
+        """``t = γ(1-γ)/K = λ_{W_l} s_{W_l}^2 = λ_H s_H^2`` (digest §3.2)."""
+        return self.gamma * self.one_minus_gamma / self.K
+
+    @property
+    def weight_singular_values(self) -> tuple[float, ...]:
+        """``s_{W_l} = sqrt(γ(1-γ)/(K λ_{W_l}))`` (K-fold, rest 0), one per layer."""
+        return tuple(math.sqrt(self.t / lw) for lw in self.lambda_W)
+
+    @property
+    def feature_singular_value(self) -> float:
+        """Singular value of ``H_1`` (K-fold): ``sqrt(t/λ_H) = sqrt(n) ||μ^{(1)}||``."""
+        return math.sqrt(self.t / self.lambda_H)
+
+    @property
+    def feature_norms(self) -> tuple[float, ...]:
+        """``||μ_c^{(l)}||`` for ``l = 1..L+1`` (the last one is the logit mean, ``= γ``)."""
+        norms = [self.feature_singular_value / math.sqrt(self.n)]
+        for s in self.weight_singular_values:
+            norms.append(norms[-1] * s)
+        return tuple(norms)
+
+    @property
+    def layer_hessian_outlier(self) -> tuple[float, ...]:
+        """``λ_out(l) = λ_{W_l} γ/(1-γ)``: the K² equal outliers of Hess_l (R2, v1 Thm 4.1)."""
+        return tuple(lw * self.gamma / self.one_minus_gamma for lw in self.lambda_W)
+
+    @property
+    def feature_hessian_outlier(self) -> float:
+        """``λ_H γ/(1-γ)``: the K²n equal eigenvalues of the Hessian w.r.t. ``H_1`` (R6)."""
+        return self.lambda_H * self.gamma / self.one_minus_gamma
+
+    @property
+    def gram_eigenvalue(self) -> tuple[float, ...]:
+        """Non-zero eigenvalue of ``W_l^T W_l`` (K-fold): ``γ(1-γ)/(K λ_{W_l})`` (R5, v1 Thm 4.4)."""
+        return tuple(s * s for s in self.weight_singular_values)
+
+    def full_hessian_levels(self) -> list[dict]:
+        """Outlier levels of the full weight Hessian of the fit term (digest §5, R7).
+
+        The Gauss-Newton part has K² equal eigenvalues ``Σ_l λ_out(l)``. For a common
+        ``λ_W`` the residual term splits them into ``Lλγ/(1-γ) + (L-1)λ`` (multiplicity
+        K(K-1)/2) and ``Lλγ/(1-γ) - (L-1)λ`` (multiplicity K(K+1)/2); for ``L = 1`` both
+        coincide with the layer-wise level. With per-layer λ only the Gauss-Newton level is
+        given in closed form here (``split: None``).
+        """
+        K, L = self.K, self.L
+        gn = sum(self.layer_hessian_outlier)
+        if len(set(self.lambda_W)) == 1:
+            lam = self.lambda_W[0]
+            return [
+                {"level": gn + (L - 1) * lam, "multiplicity": K * (K - 1) // 2, "kind": "antisymmetric"},
+                {"level": gn - (L - 1) * lam, "multiplicity": K * (K + 1) // 2, "kind": "symmetric"},
+            ]
+        return [{"level": gn, "multiplicity": K * K, "kind": "gauss-newton", "split": None}]
+
+    def as_dict(self) -> dict:
+        """Plain-Python summary used by ``ufm predict --json``."""
+        nan_if = (lambda x: x) if self.is_global else (lambda x: float("nan"))
+        return {
+            "K": self.K, "n": self.n, "L": self.L,
+            "lambda_W": list(self.lambda_W), "lambda_H": self.lambda_H,
+            "condition_lhs": self.condition_lhs, "condition_rhs": self.condition_rhs,
+            "condition_holds": self.is_global,
+            "gamma": self.gamma, "one_minus_gamma": self.one_minus_gamma,
+            "optimal_loss": self.optimal_loss,
+            "t": nan_if(self.t),
+            "weight_singular_values": [nan_if(s) for s in self.weight_singular_values],
+            "feature_singular_value": nan_if(self.feature_singular_value),
+            "feature_norms": [nan_if(s) for s in self.feature_norms],
+            "layer_hessian_outlier": [nan_if(v) for v in self.layer_hessian_outlier],
+            "feature_hessian_outlier": nan_if(self.feature_hessian_outlier),
+            "weight_gram_eigenvalue": [nan_if(v) for v in self.gram_eigenvalue],
+            "full_hessian_levels": [
+                {k: (nan_if(v) if k == "level" else v) for k, v in lev.items()} for lev in self.full_hessian_levels()
+            ],
+        }
+
+
+def dnc_optimum(
+    K: int | UFMConfig,
+    n: int | None = None,
+    L: int | None = None,
+    lambda_W: float | Sequence[float] | None = None,
+    lambda_H: float | None = None,
+) -> DNCOptimum:
+    """Closed-form global minimiser of the bias-free MSE deep linear UFM (digest §3.2).
+
+    Accepts a :class:`UFMConfig` or the numbers ``K, n, L, lambda_W, lambda_H``.
+    Optimal loss: ``(1-γ)²/2 + (L+1)γ(1-γ)/2`` when condition (2) holds, else ``1/2``.
+    """
+    if isinstance(K, UFMConfig):
+        cfg = K
+        K, n, L, lambda_W, lambda_H = cfg.K, cfg.n, cfg.L, cfg.lambda_Ws, cfg.lambda_H
+    K = _check_int("K", K, 2)
+    n = _check_int("n", n, 1)
+    L = _check_int("L", L, 1)
+    lws = _lambdas(L, lambda_W)
+    lambda_H = _check_positive("lambda_H", lambda_H)
+    lhs, rhs = condition(K, n, L, lws, lambda_H)
+    root = solve_gamma(K, n, L, lws, lambda_H)
+    if root is not None:
+        g, u = root
+        dnc_loss = 0.5 * u * u + 0.5 * (L + 1) * g * u
+    is_global = root is not None and lhs < rhs and dnc_loss < 0.5
+    if not is_global:
+        nan = float("nan")
+        return DNCOptimum(K, n, L, lws, lambda_H, lhs, rhs, False, 0.0 if root is None else nan, 1.0, 0.5)
+    return DNCOptimum(K, n, L, lws, lambda_H, lhs, rhs, True, g, u, dnc_loss)
+
+
+def _frames(cfg: UFMConfig, rank: int, kind: str) -> list[torch.Tensor]:
+    """Orthonormal ``d x rank`` frames for the L feature layers, in float64 on the CPU."""
+    d = cfg.d
+    g = cfg.generator(offset=1_000_003)
+    frames = []
+    for _ in range(cfg.L):
+        if kind == "canonical":
+            U = torch.eye(d, dtype=torch.float64)[:, :rank]
+        elif kind == "nonnegative":
+            perm = torch.randperm(d, generator=g)[:rank]
+            U = torch.eye(d, dtype=torch.float64)[:, perm]
+        elif kind == "random":
+            Q, R = torch.linalg.qr(torch.randn(d, d, generator=g, dtype=torch.float64))
+            U = (Q * torch.sign(torch.diagonal(R)))[:, :rank]
+        else:
+            raise ValueError(f"frames must be 'canonical', 'nonnegative' or 'random'; got {kind!r}")
+        frames.append(U.contiguous())
+    return frames
+
+
+def construct_minimiser(
+    cfg: UFMConfig, *, frames: Literal["canonical", "nonnegative", "random"] = "canonical"
+) -> UFMParams:
+    """An explicit global minimiser (digest §3.2), built from orthogonal class frames.
+
+    Layer ``l`` has class means ``μ_c^{(l)} = ||μ^{(l)}|| U_l e_c`` for an orthonormal frame
+    ``U_l`` (``d x K``); ``H_1 = M_1 ⊗ 1_n^T``, ``W_l = s_{W_l} U_{l+1} U_l^T`` (l < L) and
+    ``W_L = s_{W_L} U_L^T``, so that the logits are ``γ Y``.
+
+    ``frames="canonical"`` uses the first K coordinate axes, ``"nonnegative"`` random axes
+    (class means with disjoint non-negative supports: the ReLU model sees the same point,
+    digest §4.7), ``"random"`` random rotations (digest pitfall 5: any rotation is optimal).
+    Raises :class:`ValueError` when condition (2) fails (the minimiser is zero).
+    """
+    opt = dnc_optimum(cfg)
+    if not opt.is_global:
+        raise ValueError(
+            f"condition (2) fails (lhs {opt.condition_lhs:.6g} >= rhs {opt.condition_rhs:.6g}): "
+            "the global minimiser is zero"
+        )
+    U = _frames(cfg, cfg.K, frames)
+    norms = opt.feature_norms
+    ones = torch.ones(1, cfg.n, dtype=torch.float64)
+    H1 = torch.kron(norms[0] * U[0], ones)
+    Ws = [s * U[l + 1] @ U[l].T for l, s in enumerate(opt.weight_singular_values[:-1])]
+    Ws.append(opt.weight_singular_values[-1] * U[-1].T)
+    return UFMParams(H1, tuple(Ws)).to(dtype=cfg.torch_dtype, device=cfg.torch_device)
+
+
+# ----------------------------------------------------------------------------------------
+# Cross-entropy DNC critical point (digest §4.9, R9)
+
+
+@dataclass(frozen=True)
+class CECriticalPoint:
+    """The DNC critical point of the CE deep linear UFM with one common λ (digest §4.9).
+
+    Logits ``Z = α S ⊗ 1_n^T`` with ``S = I - 11^T/K``; every factor has ``K-1`` equal
+    singular values ``s = (α sqrt(n))^{1/(L+1)}``; class means form a simplex ETF.
+    """
+
+    K: int
+    n: int
+    L: int
+    lam: float
+    alpha: float
+
+    @property
+    def singular_value(self) -> float:
+        return (self.alpha * math.sqrt(self.n)) ** (1.0 / (self.L + 1))
+
+
+def ce_critical_point(K: int, n: int, L: int, lam: float) -> CECriticalPoint | None:
+    """α as the larger root of ``1/(e^α + K - 1) = λ n^{1/(L+1)} α^{(1-L)/(L+1)}`` (digest §4.9).
+
+    Returns ``None`` when the equation has no root (no DNC critical point for this λ).
+    """
+    K = _check_int("K", K, 2)
+    n = _check_int("n", n, 1)
+    L = _check_int("L", L, 1)
+    lam = _check_positive("lambda", lam)
+    p = (L - 1) / (L + 1)
+    log_rhs0 = math.log(lam) + math.log(n) / (L + 1)
+
+    def h(a: float) -> float:  # log LHS - log RHS; a root is a critical point
+        return -(a + math.log1p((K - 1) * math.exp(-a))) + p * math.log(a) - log_rhs0
+
+    if L == 1:
+        a_peak = 1e-300
+        if h(a_peak) <= 0:
+            return None
+    else:
+        # h' = -e^a/(e^a+K-1) + p/a vanishes once: bracket on (tiny, big)
+        dh = lambda a: -1.0 / (1.0 + (K - 1) * math.exp(-a)) + p / a
+        a_peak = brentq(dh, 1e-12, 1e3)
+        if h(a_peak) < 0:
+            return None
+    hi = max(2 * a_peak, 1.0)
+    while h(hi) > 0:
+        hi *= 2
+    alpha = brentq(h, a_peak, hi, xtol=1e-15, rtol=4 * np.finfo(float).eps, maxiter=500)
+    return CECriticalPoint(K, n, L, lam, alpha)
+
+
+def construct_ce_critical_point(cfg: UFMConfig, *, frames: Literal["canonical", "random"] = "canonical") -> UFMParams:
+    """Explicit parameters at the CE DNC critical point (needs one common λ = λ_W = λ_H).
+
+    ``H_1 = (s/sqrt(n)) U_1 E^T ⊗ 1_n^T``, ``W_l = s U_{l+1} U_l^T``, ``W_L = s E U_L^T`` with
+    ``E`` an orthonormal basis of ``1^⊥ ⊂ R^K`` and ``U_l`` orthonormal ``d x (K-1)`` frames.
+    """
+    lams = set(cfg.lambda_Ws) | {cfg.lambda_H}
+    if len(lams) != 1:
+        raise ConfigError("lambda_W", "equal to lambda_H in every layer for the CE critical point", cfg.lambda_W)
+    cp = ce_critical_point(cfg.K, cfg.n, cfg.L, cfg.lambda_H)
+    if cp is None:
+        raise ValueError("no CE DNC critical point exists for this λ (digest §4.9)")
+    K = cfg.K
+    Q, _ = torch.linalg.qr(torch.cat([torch.ones(K, 1, dtype=torch.float64), torch.eye(K, dtype=torch.float64)[:, : K - 1]], 1))
+    E = Q[:, 1:]  # orthonormal basis of the complement of the all-ones vector
+    U = _frames(cfg, K - 1, frames)
+    s = cp.singular_value
+    ones = torch.ones(1, cfg.n, dtype=torch.float64)
+    H1 = torch.kron((s / math.sqrt(cfg.n)) * U[0] @ E.T, ones)
+    Ws = [s * U[l + 1] @ U[l].T for l in range(cfg.L - 1)] + [s * E @ U[-1].T]
+    return UFMParams(H1, tuple(Ws)).to(dtype=cfg.torch_dtype, device=cfg.torch_device)
