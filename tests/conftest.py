@@ -1,0 +1,10 @@
+"""Test-session settings: one torch thread.
+
+The test matrices are small; with more threads than free cores, BLAS threads oversubscribe
+the machine and tiny products slow down by orders of magnitude. One thread also makes CPU
+results independent of the machine's core count.
+"""
+
+import torch
+
+torch.set_num_threads(1)
