@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from .config import ConfigError, UFMConfig
 from .model import UFMParams, init_params, labels

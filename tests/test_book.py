@@ -1,0 +1,87 @@
+"""The whole book: every notebook through ``ufm regenerate`` (profile ``smoke``), then the
+strict build ``jupyter-book build . -W -n --keep-going``.
+
+The run happens in a copy of the book's sources in a temporary folder (the repository's own
+``outputs/`` and ``_build/``, possibly from the ``paper`` profile, are left alone); the copy
+uses the repository's ``ufmlib`` through a symbolic link.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from ufmlib import regenerate as rg
+
+ROOT = Path(__file__).resolve().parents[1]
+SOURCES = ["_config.yml", "_toc.yml", "references.bib", "book", "notebooks", "profiles"]
+COLAB = "https://colab.research.google.com/github/ufm-companion/ufm-companion/blob/main/notebooks/{}.ipynb"
+
+
+def _digest(folder: Path) -> dict[str, str]:
+    return {
+        p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and not p.is_symlink() and not p.relative_to(folder).parts[0] in ("outputs", "_build", "ufmlib")
+    }
+
+
+@pytest.fixture(scope="module")
+def built_book(tmp_path_factory):
+    root = tmp_path_factory.mktemp("book")
+    for name in SOURCES:
+        src = ROOT / name
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, root / name)
+    (root / "ufmlib").symlink_to(ROOT / "ufmlib", target_is_directory=True)
+    before = _digest(root)
+    report = rg.regenerate("smoke", root=root, force=True, progress=False)
+    return root, report, before
+
+
+@pytest.mark.slow
+def test_every_notebook_runs_under_smoke_and_the_strict_build_passes(built_book):
+    root, report, before = built_book
+    names = rg.list_notebooks(ROOT)
+    assert [(o.name, o.status) for o in report.outcomes] == [(n, "ok") for n in names], [o.error for o in report.failed]
+    assert report.book_status == 0
+    assert report.exit_code == 0
+    assert (root / "_build" / "html" / "index.html").is_file()
+    # the run writes only outputs/ and _build/: no source file changes
+    assert _digest(root) == before
+
+
+@pytest.mark.slow
+def test_colab_buttons_open_the_committed_paired_notebook(built_book):
+    root, _, _ = built_book
+    for name in rg.list_notebooks(ROOT):
+        page = (root / "_build" / "html" / "outputs" / "notebooks" / f"{name}.html").read_text()
+        links = set(re.findall(r'https://colab\.research\.google\.com/[^"]+', page))
+        assert links == {COLAB.format(name)}, links
+        assert (ROOT / "notebooks" / f"{name}.ipynb").is_file()
+
+
+@pytest.mark.slow
+def test_pages_show_provenance_glued_numbers_and_the_status_table(built_book):
+    root, _, _ = built_book
+    page = (root / "_build" / "html" / "outputs" / "notebooks" / "optimum.html").read_text()
+    assert "How this page was computed" in page and "Profile <strong>smoke</strong>" in page
+    executed = json.loads((root / "outputs" / "notebooks" / "optimum.ipynb").read_text())
+    meta = executed["metadata"]["ufm"]
+    checks = meta["checks"]
+    assert len(checks) >= 10 and all(c["passed"] for c in checks)
+    assert {c["result"] for c in checks} == {"R1"}
+    # glued numbers are in the prose: gamma of the smoke configuration
+    from ufmlib.optimum import dnc_optimum
+
+    params = {**{"K": 3, "n": 40, "L": 5, "lambda_W": 0.01, "lambda_H": 0.01}, **meta["provenance"]["parameters"]}
+    gamma = dnc_optimum(params["K"], params["n"], params["L"], params["lambda_W"], params["lambda_H"]).gamma
+    assert f"{gamma:.12f}" in page
+    assert "figure" in page and "fig-optimum-phase" in page
+    status = (root / "_build" / "html" / "book" / "status.html").read_text()
+    assert status.count("<td><p>R1</p></td>") == len(checks)
+    assert status.count("smoke") >= len(checks)

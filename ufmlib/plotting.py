@@ -1,0 +1,330 @@
+"""The one figure style of the companion: measured values in colour, theory in black.
+
+Every figure of the book is drawn with the helpers below so that all chapters look alike:
+measured quantities (spectra, trajectories, histograms) are coloured markers or lines, the
+closed-form predictions of the digest are black dashed lines on top of them
+(:func:`add_levels`), thresholds are dotted vertical lines.
+
+* :func:`figure` - a styled figure with a grid of axes;
+* :func:`plot_spectrum_with_levels` - sorted eigenvalues (a rank plot) with predicted levels;
+* :func:`plot_eigenvalue_trajectories` - eigenvalues (or singular values) against epochs with
+  the levels they should converge to;
+* :func:`plot_histogram_with_levels` - a histogram of a whole spectrum with predicted levels;
+* :func:`plot_theory_curves` - closed-form curves against a parameter (e.g. λ) with optional
+  measured points and marked thresholds;
+* :func:`save_figure` - PNG/PDF/SVG files whose bytes depend only on the figure (no dates,
+  no software versions), written to ``$UFM_FIGURE_DIR`` (set by :mod:`ufmlib.regenerate`) or
+  ``./figures``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import matplotlib
+import numpy as np
+
+__all__ = [
+    "STYLE",
+    "THEORY",
+    "use_style",
+    "figure",
+    "add_levels",
+    "plot_spectrum_with_levels",
+    "plot_eigenvalue_trajectories",
+    "plot_histogram_with_levels",
+    "plot_theory_curves",
+    "figure_dir",
+    "save_figure",
+]
+
+STYLE: dict[str, Any] = {
+    "figure.figsize": (6.4, 4.0),
+    "figure.dpi": 110,
+    "savefig.dpi": 150,
+    "font.size": 10,
+    "axes.titlesize": 10,
+    "axes.labelsize": 10,
+    "legend.fontsize": 8,
+    "legend.frameon": False,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+    "lines.linewidth": 1.4,
+    "lines.markersize": 4,
+    "axes.prop_cycle": matplotlib.cycler(color=matplotlib.colormaps["tab10"].colors),
+    "svg.hashsalt": "ufmlib",
+    "pdf.fonttype": 42,
+}
+"""rcParams of the companion's single style."""
+
+THEORY: dict[str, Any] = {"color": "black", "linestyle": "--", "linewidth": 1.1, "zorder": 5}
+"""Line style of every closed-form prediction."""
+
+THRESHOLD: dict[str, Any] = {"color": "0.35", "linestyle": ":", "linewidth": 1.1, "zorder": 4}
+
+
+def use_style() -> None:
+    """Apply :data:`STYLE` to matplotlib's global rcParams."""
+    matplotlib.rcParams.update(STYLE)
+
+
+def figure(nrows: int = 1, ncols: int = 1, *, width: float | None = None, height: float | None = None):
+    """A styled ``(fig, axes)`` pair; ``axes`` is a flat array when there is more than one."""
+    import matplotlib.pyplot as plt
+
+    use_style()
+    w = width if width is not None else 3.4 * ncols + 0.6
+    h = height if height is not None else 3.0 * nrows
+    fig, axes = plt.subplots(nrows, ncols, figsize=(w, h), squeeze=False, layout="constrained")
+    axes = axes.ravel()
+    return fig, (axes[0] if axes.size == 1 else axes)
+
+
+def _axes(ax):
+    if ax is not None:
+        return ax
+    return figure()[1]
+
+
+def _level_list(levels: Mapping[str, float] | Sequence[float] | float | None) -> list[tuple[float, str | None]]:
+    if levels is None:
+        return []
+    if isinstance(levels, Mapping):
+        return [(float(v), str(k)) for k, v in levels.items()]
+    if np.ndim(levels) == 0:
+        return [(float(levels), None)]
+    return [(float(v), None) for v in np.asarray(levels, dtype=float).ravel()]
+
+
+def add_levels(ax, levels, *, axis: str = "y", label: str = "theory") -> None:
+    """Draw predicted values as black dashed lines (horizontal for ``axis="y"``).
+
+    ``levels`` is a number, a sequence of numbers or a mapping ``label -> value``; a legend
+    entry is made for each labelled level and once for unlabelled ones.
+    """
+    if axis not in ("x", "y"):
+        raise ValueError(f"axis must be 'x' or 'y'; got {axis!r}")
+    line = ax.axhline if axis == "y" else ax.axvline
+    seen_unlabelled = False
+    for value, name in _level_list(levels):
+        if name is None:
+            text = None if seen_unlabelled else label
+            seen_unlabelled = True
+        else:
+            text = name
+        line(value, label=text, **THEORY)
+
+
+def _finish(ax, *, xlabel: str | None, ylabel: str | None, title: str | None, legend: bool) -> None:
+    if xlabel:
+        ax.set_xlabel(xlabel)
+    if ylabel:
+        ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+    if legend and ax.get_legend_handles_labels()[0]:
+        ax.legend()
+
+
+def plot_spectrum_with_levels(
+    eigenvalues,
+    levels=None,
+    *,
+    ax=None,
+    top: int | None = None,
+    logy: bool = True,
+    label: str = "measured",
+    xlabel: str = "index (descending)",
+    ylabel: str = "eigenvalue",
+    title: str | None = None,
+):
+    """Eigenvalues sorted in decreasing order (markers) with predicted levels (dashed).
+
+    ``top`` keeps only the largest ``top`` eigenvalues. With ``logy`` the absolute values are
+    drawn on a log axis (values below 1e-18 are clipped there so that exact zeros stay visible).
+    """
+    ax = _axes(ax)
+    vals = np.sort(np.asarray(_numpy(eigenvalues), dtype=float).ravel())[::-1]
+    if top is not None:
+        vals = vals[:top]
+    idx = np.arange(1, vals.size + 1)
+    if logy:
+        ax.set_yscale("log")
+        vals = np.clip(np.abs(vals), 1e-18, None)
+    ax.plot(idx, vals, "o", label=label, zorder=3)
+    add_levels(ax, levels)
+    _finish(ax, xlabel=xlabel, ylabel=ylabel, title=title, legend=True)
+    return ax
+
+
+def plot_eigenvalue_trajectories(
+    epochs,
+    eigs,
+    levels=None,
+    *,
+    ax=None,
+    logx: bool = True,
+    logy: bool = False,
+    label: str | Sequence[str | None] | None = None,
+    colors: Sequence[Any] | None = None,
+    xlabel: str = "epoch",
+    ylabel: str = "eigenvalue",
+    title: str | None = None,
+):
+    """Trajectories ``eigs[t, j]`` against ``epochs[t]`` (coloured) and their limits (dashed).
+
+    ``eigs`` has one row per epoch and one column per tracked value; ``label`` is one legend
+    entry for all columns or one per column (``None`` for none), ``colors`` one colour per
+    column (default: the style's colour cycle). Epoch 0 stays on a logarithmic x axis (a
+    symmetric-log axis, linear below 1).
+    """
+    ax = _axes(ax)
+    x = np.asarray(_numpy(epochs), dtype=float).ravel()
+    y = np.asarray(_numpy(eigs), dtype=float)
+    if y.ndim == 1:
+        y = y[:, None]
+    if y.shape[0] != x.size:
+        raise ValueError(f"eigs must have one row per epoch ({x.size}); got shape {y.shape}")
+    if label is None or isinstance(label, str):
+        labels = [label] + [None] * (y.shape[1] - 1)
+    else:
+        labels = list(label)
+    if len(labels) != y.shape[1] or (colors is not None and len(colors) != y.shape[1]):
+        raise ValueError(f"label and colors must give one entry per column of eigs ({y.shape[1]})")
+    for j in range(y.shape[1]):
+        style = {} if colors is None else {"color": colors[j]}
+        ax.plot(x, y[:, j], label=labels[j], alpha=0.85, **style)
+    if logx:
+        if np.any(x <= 0):
+            ax.set_xscale("symlog", linthresh=1.0)
+        else:
+            ax.set_xscale("log")
+    if logy:
+        ax.set_yscale("log")
+    add_levels(ax, levels)
+    _finish(ax, xlabel=xlabel, ylabel=ylabel, title=title, legend=True)
+    return ax
+
+
+def plot_histogram_with_levels(
+    eigenvalues,
+    levels=None,
+    *,
+    ax=None,
+    bins: int | Sequence[float] = 80,
+    logy: bool = True,
+    label: str = "measured",
+    xlabel: str = "eigenvalue",
+    ylabel: str = "count",
+    title: str | None = None,
+):
+    """Histogram of a whole spectrum (bulk and outliers) with predicted levels as vertical lines."""
+    ax = _axes(ax)
+    vals = np.asarray(_numpy(eigenvalues), dtype=float).ravel()
+    ax.hist(vals, bins=bins, label=label, alpha=0.8, zorder=3)
+    if logy:
+        ax.set_yscale("log")
+    add_levels(ax, levels, axis="x")
+    _finish(ax, xlabel=xlabel, ylabel=ylabel, title=title, legend=True)
+    return ax
+
+
+def plot_theory_curves(
+    x,
+    curves: Mapping[str, Any],
+    *,
+    ax=None,
+    dashed: Mapping[str, Any] | None = None,
+    measured: Mapping[str, tuple[Any, Any]] | None = None,
+    thresholds: Mapping[str, float] | None = None,
+    levels=None,
+    logx: bool = True,
+    logy: bool = False,
+    xlabel: str | None = None,
+    ylabel: str | None = None,
+    title: str | None = None,
+):
+    """Closed-form curves against a parameter, with measured points and thresholds.
+
+    ``curves`` maps a label to y-values on ``x`` (solid, one colour each); ``dashed`` maps a
+    label of ``curves`` to secondary y-values drawn dashed in the same colour (e.g. a branch
+    that is not the global minimiser); ``measured`` maps a label to ``(x_points, y_points)``
+    drawn as markers; ``thresholds`` maps a label to an x value (dotted vertical line);
+    ``levels`` are horizontal theory lines (see :func:`add_levels`).
+    """
+    ax = _axes(ax)
+    xs = np.asarray(_numpy(x), dtype=float).ravel()
+    colours = {}
+    for name, ys in curves.items():
+        (line,) = ax.plot(xs, np.asarray(_numpy(ys), dtype=float).ravel(), label=name)
+        colours[name] = line.get_color()
+    for name, ys in (dashed or {}).items():
+        ax.plot(xs, np.asarray(_numpy(ys), dtype=float).ravel(), linestyle="--", linewidth=1.0,
+                color=colours.get(name), alpha=0.7)
+    for name, (px, py) in (measured or {}).items():
+        ax.plot(np.atleast_1d(_numpy(px)), np.atleast_1d(_numpy(py)), "o", label=name, zorder=6,
+                markerfacecolor="none", markeredgewidth=1.4, markersize=7)
+    for name, xv in (thresholds or {}).items():
+        if name in colours:  # the threshold of a curve: dotted, in the curve's colour
+            ax.axvline(float(xv), **{**THRESHOLD, "color": colours[name]})
+        else:
+            ax.axvline(float(xv), label=name, **THRESHOLD)
+    add_levels(ax, levels)
+    if logx:
+        ax.set_xscale("log")
+    if logy:
+        ax.set_yscale("log")
+    _finish(ax, xlabel=xlabel, ylabel=ylabel, title=title, legend=True)
+    return ax
+
+
+def _numpy(value):
+    if hasattr(value, "detach"):
+        return value.detach().cpu().numpy()
+    return value
+
+
+def figure_dir() -> Path:
+    """Where :func:`save_figure` writes: ``$UFM_FIGURE_DIR`` or ``./figures``."""
+    return Path(os.environ.get("UFM_FIGURE_DIR") or "figures")
+
+
+_METADATA = {
+    "png": {"Software": None},
+    "pdf": {"Creator": None, "Producer": None, "CreationDate": None},
+    "svg": {"Date": None, "Creator": None},
+}
+
+
+def save_figure(
+    fig,
+    name: str,
+    *,
+    directory: str | Path | None = None,
+    formats: Iterable[str] = ("png", "pdf"),
+) -> list[Path]:
+    """Write ``fig`` as ``<directory>/<name>.<fmt>`` with deterministic metadata.
+
+    The PNG carries no ``Software`` tag, the PDF no creation date or producer, the SVG no
+    date and a fixed hash salt, so that the same figure gives the same bytes on every run.
+    Returns the written paths.
+    """
+    if not isinstance(name, str) or not name or "/" in name or name.startswith("."):
+        raise ValueError(f"name must be a plain file stem such as 'optimum-phase'; got {name!r}")
+    formats = tuple(formats)
+    bad = [f for f in formats if f not in _METADATA]
+    if bad or not formats:
+        raise ValueError(f"formats must be a non-empty subset of {tuple(_METADATA)}; got {formats!r}")
+    out = Path(directory) if directory is not None else figure_dir()
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    with matplotlib.rc_context({"svg.hashsalt": "ufmlib"}):
+        for fmt in formats:
+            path = out / f"{name}.{fmt}"
+            fig.savefig(path, format=fmt, metadata=_METADATA[fmt], bbox_inches="tight")
+            paths.append(path)
+    return paths
