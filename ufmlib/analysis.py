@@ -89,10 +89,8 @@ Example on a model built outside this project::
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import math
-import warnings
 from dataclasses import dataclass, field
 from numbers import Integral, Real
 from typing import Any, Iterable, Sequence
@@ -112,6 +110,7 @@ from .alignment import (
     top_overlap,
 )
 from .collapse import class_means, dnc3_alignment, nc1, nc1_relative, nc2_etf, nc2_orthogonal, nc3_self_duality
+from .hessian import dense_hessian, load_forward_ad
 from .lanczos import top_eigenpairs
 from .networks import model_at, network_fit_loss
 from .theory import layer_hessian_from_means
@@ -387,28 +386,6 @@ def _downstream_jacobians(model: nn.Module, name: str, x: Tensor, K: int, d_out:
     return torch.stack(rows, dim=1).detach()
 
 
-@contextlib.contextmanager
-def _quiet_forward_ad():
-    """Silence PyTorch's own ``torch.jit.script`` deprecation warning, emitted when forward-mode
-    AD first scripts its decompositions; it concerns PyTorch, not the caller."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*", category=FutureWarning)
-        yield
-
-
-def _dense_hessian(f, w: Tensor, chunk_size: int) -> Tensor:
-    """Dense Hessian of the scalar ``f`` at the flat point ``w`` (vmapped jvp of grad)."""
-    grad = torch.func.grad(f)
-
-    def hvp(v: Tensor) -> Tensor:
-        return torch.func.jvp(grad, (w,), (v,))[1]
-
-    eye = torch.eye(w.numel(), dtype=w.dtype, device=w.device)
-    with _quiet_forward_ad():
-        H = torch.func.vmap(hvp, chunk_size=chunk_size)(eye)
-    return 0.5 * (H + H.mT)
-
-
 def _cpu(t: Tensor) -> Tensor:
     return t.detach().to(dtype=F64, device="cpu")
 
@@ -558,7 +535,7 @@ def _analyze_layer(net: nn.Module, x: Tensor, y: Tensor, *, name: str, index: in
 
     w0 = W.reshape(-1).clone()
     dim = w0.numel()
-    Hc = _cpu(_dense_hessian(f, w0, min(chunk, dim)))
+    Hc = _cpu(dense_hessian(f, w0, chunk_size=min(chunk, dim)))
     gc = _cpu(torch.func.grad(f)(w0))
     evals, evecs = torch.linalg.eigh(Hc)
     evals, evecs = evals.flip(0), evecs.flip(1)
@@ -637,8 +614,8 @@ def _head_top_eigenvalues(net: nn.Module, names: list[str], x: Tensor, y: Tensor
     def matvec(v: Tensor) -> Tensor:
         return torch.func.jvp(grad, (theta,), (v,))[1]
 
-    with _quiet_forward_ad():
-        res = top_eigenpairs(matvec, dim=theta.numel(), k=k, seed=seed, dtype=F64, device=theta.device)
+    load_forward_ad()
+    res = top_eigenpairs(matvec, dim=theta.numel(), k=k, seed=seed, dtype=F64, device=theta.device)
     return _cpu(res.eigenvalues), _cpu(res.residual_norms)
 
 

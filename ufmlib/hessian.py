@@ -58,6 +58,8 @@ __all__ = [
     "KroneckerFactors",
     "Spectrum",
     "layer_dims",
+    "dense_hessian",
+    "load_forward_ad",
     "layer_hessian_autodiff",
     "layer_hessian_factors",
     "kronecker_eigh",
@@ -187,7 +189,7 @@ def layer_dims(cfg: UFMConfig, layer: int) -> tuple[int, int]:
 _forward_ad_loaded = False
 
 
-def _load_forward_ad() -> None:
+def load_forward_ad() -> None:
     """Trigger PyTorch's one-time loading of forward-mode decompositions quietly.
 
     The first ``torch.func.jvp`` of a process scripts a few decompositions and emits
@@ -203,9 +205,9 @@ def _load_forward_ad() -> None:
     _forward_ad_loaded = True
 
 
-def _dense_from_hvp(func: Callable[[Tensor], Tensor], x: Tensor, *, chunk_size: int | None) -> Tensor:
+def dense_hessian(func: Callable[[Tensor], Tensor], x: Tensor, *, chunk_size: int | None = None) -> Tensor:
     """Dense Hessian of a scalar ``func`` at the flat point ``x``: ``vmap`` of jvp-of-grad."""
-    _load_forward_ad()
+    load_forward_ad()
     grad = torch.func.grad(func)
 
     def hvp(v: Tensor) -> Tensor:
@@ -253,7 +255,7 @@ def layer_hessian_autodiff(
 
     dim = W.numel()
     chunk = chunk_size or _auto_chunk(dim, 4 * cfg.d * cfg.N * cfg.L)
-    H = _dense_from_hvp(f, W.reshape(-1), chunk_size=chunk)
+    H = dense_hessian(f, W.reshape(-1), chunk_size=chunk)
     if regularised:
         H = H + cfg.lambda_Ws[layer - 1] * torch.eye(dim, dtype=H.dtype, device=H.device)
     return H
@@ -535,7 +537,7 @@ def full_hessian_autodiff(
     Its diagonal blocks are the layer Hessians of R2; digest T6 gives its spectrum at the optimum.
     """
     theta, f, diag = _flat_setup(params, cfg, include_H)
-    H = _dense_from_hvp(f, theta, chunk_size=_auto_chunk(theta.numel(), 6 * cfg.d * cfg.N * cfg.L))
+    H = dense_hessian(f, theta, chunk_size=_auto_chunk(theta.numel(), 6 * cfg.d * cfg.N * cfg.L))
     return H + torch.diag(diag) if regularised else H
 
 
@@ -549,7 +551,7 @@ def full_hvp(
     (``benchmarks/spectra.py`` part (d) measures it).
     """
     theta, f, diag = _flat_setup(params, cfg, include_H)
-    _load_forward_ad()
+    load_forward_ad()
     grad = torch.func.grad(f)
     dim = theta.numel()
 

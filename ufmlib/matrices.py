@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 
 from .config import UFMConfig
-from .hessian import Spectrum, _check_layer, _dense_from_hvp, _tensors
+from .hessian import Spectrum, _check_layer, dense_hessian, _tensors
 from .model import UFMParams, fit_loss, fit_loss_from_logits, forward, labels
 
 __all__ = [
@@ -164,7 +164,7 @@ def feature_hessian(params: UFMParams | Sequence[Tensor], cfg: UFMConfig, *, reg
     def f(x: Tensor) -> Tensor:
         return fit_loss([x.reshape(H1.shape), *tensors[1:]], cfg, Y)
 
-    H = _dense_from_hvp(f, H1.reshape(-1), chunk_size=None)
+    H = dense_hessian(f, H1.reshape(-1), chunk_size=None)
     if regularised:
         H = H + cfg.lambda_H * torch.eye(H.shape[0], dtype=H.dtype, device=H.device)
     return H
