@@ -10,6 +10,8 @@ STAMP := $(VENV)/.ufm-installed
 PROFILE ?= ci
 export MPLBACKEND := Agg
 export PYTHONHASHSEED := 0
+export OMP_NUM_THREADS ?= 1
+export MKL_NUM_THREADS ?= 1
 
 .PHONY: install test book benchmark clean
 

@@ -5,6 +5,6 @@ the machine and tiny products slow down by orders of magnitude. One thread also 
 results independent of the machine's core count.
 """
 
-import torch
+from ufmlib.runtime import configure
 
-torch.set_num_threads(1)
+configure(threads=1)

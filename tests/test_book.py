@@ -3,44 +3,25 @@ strict build ``jupyter-book build . -W -n --keep-going``.
 
 The run happens in a copy of the book's sources in a temporary folder (the repository's own
 ``outputs/`` and ``_build/``, possibly from the ``paper`` profile, are left alone); the copy
-uses the repository's ``ufmlib`` through a symbolic link.
+uses the repository's ``ufmlib`` through a symbolic link. The build (``booktools.smoke_book``)
+is shared with ``test_browser.py``.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
-import shutil
-from pathlib import Path
 
 import pytest
 
+from booktools import COLAB, ROOT, digest, smoke_book
 from ufmlib import regenerate as rg
-
-ROOT = Path(__file__).resolve().parents[1]
-SOURCES = ["_config.yml", "_toc.yml", "references.bib", "book", "notebooks", "profiles"]
-COLAB = "https://colab.research.google.com/github/ufm-companion/ufm-companion/blob/main/notebooks/{}.ipynb"
-
-
-def _digest(folder: Path) -> dict[str, str]:
-    return {
-        p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(folder.rglob("*"))
-        if p.is_file() and not p.is_symlink() and not p.relative_to(folder).parts[0] in ("outputs", "_build", "ufmlib")
-    }
 
 
 @pytest.fixture(scope="module")
 def built_book(tmp_path_factory):
-    root = tmp_path_factory.mktemp("book")
-    for name in SOURCES:
-        src = ROOT / name
-        (shutil.copytree if src.is_dir() else shutil.copy)(src, root / name)
-    (root / "ufmlib").symlink_to(ROOT / "ufmlib", target_is_directory=True)
-    before = _digest(root)
-    report = rg.regenerate("smoke", root=root, force=True, progress=False)
-    return root, report, before
+    book = smoke_book(tmp_path_factory)  # one build per test session, shared with test_browser.py
+    return book.root, book.report, book.before
 
 
 @pytest.mark.slow
@@ -52,7 +33,7 @@ def test_every_notebook_runs_under_smoke_and_the_strict_build_passes(built_book)
     assert report.exit_code == 0
     assert (root / "_build" / "html" / "index.html").is_file()
     # the run writes only outputs/ and _build/: no source file changes
-    assert _digest(root) == before
+    assert digest(root) == before
 
 
 @pytest.mark.slow

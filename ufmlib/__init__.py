@@ -5,7 +5,9 @@ forward pass, losses), ``optimum`` (closed-form global minimiser, condition (2),
 point), ``train`` (full-batch gradient descent), ``collapse`` (neural-collapse metrics),
 ``hessian``/``decompose``/``matrices`` (measured spectra), ``theory`` (predicted spectra),
 ``alignment`` (eigenvector and gradient-alignment metrics), ``lanczos`` (iterative
-eigensolvers), ``data``/``networks``/``analysis`` (real networks), ``plotting``,
+eigensolvers), ``dynamics`` (spectra along a training run), ``screening`` (ReLU seed
+screening), ``data``/``networks``/``analysis`` (real networks), ``plotting``, ``figures`` and
+``spectra_tables`` (figure and table assembly), ``provenance``, ``runtime`` (thread counts),
 ``regenerate`` and ``cli`` (notebooks and the ``ufm`` command).
 """
 

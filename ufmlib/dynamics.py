@@ -101,7 +101,7 @@ def measure_layer(params: UFMParams, cfg: UFMConfig, layer: int, *, top: int | N
     f = torch.tensor([eigvec_test(matvec, basis.vectors[:, j]) for j in range(K * K)], dtype=torch.float64).reshape(K, K)
     g_fit = fit_gradient(p64, c64, layer)
     g_total = g_fit + c64.lambda_Ws[layer - 1] * p64.Ws[layer - 1].reshape(-1)
-    predicted = layer_hessian_at(p64, c64, layer).values
+    predicted = layer_hessian_at(p64, c64, layer, rtol=1e-14).expanded()
     return SpectralSnapshot(
         epoch=epoch,
         loss=loss,

@@ -56,6 +56,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
+from .runtime import thread_environment
+
 __all__ = [
     "ProfileError",
     "Parameter",
@@ -496,7 +498,7 @@ def plan(
 
 @dataclass(frozen=True)
 class Outcome:
-    """What happened to one notebook: ``status`` is ``ok``, ``failed`` or ``up to date``."""
+    """What happened to one notebook: ``ok``, ``failed``, ``interrupted`` or ``up to date``."""
 
     name: str
     status: str
@@ -534,8 +536,8 @@ def _kernel_environment(root: Path, out_dir: Path) -> Iterator[None]:
         os.environ["UFM_FIGURE_DIR"] = str(out_dir / "figures")
         os.environ.pop("MPLBACKEND", None)
         os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
-        os.environ.setdefault("OMP_NUM_THREADS", "1")
-        os.environ.setdefault("MKL_NUM_THREADS", "1")
+        for key, value in thread_environment(1).items():
+            os.environ.setdefault(key, value)
         yield
     finally:
         os.environ.clear()
@@ -813,7 +815,7 @@ class Report:
 
     @property
     def failed(self) -> tuple[Outcome, ...]:
-        return tuple(o for o in self.outcomes if o.status == "failed")
+        return tuple(o for o in self.outcomes if o.status in ("failed", "interrupted"))
 
     @property
     def exit_code(self) -> int:
@@ -856,16 +858,28 @@ def regenerate(
     jobs = plan(prof, root=root, out_dir=out, only=only, device=device)
     outcomes: list[Outcome] = []
     bar = tqdm(jobs, desc=f"regenerate [{prof.name}]", unit="notebook", disable=not progress, file=sys.stderr)
+    interrupted = False
     for job in bar:
         bar.set_postfix_str(job.name)
         meta = _read_metadata(job.output) if job.output.exists() else {}
         if not force and meta.get("provenance", {}).get("input_hash") == job.input_hash:
             outcomes.append(Outcome(job.name, "up to date", 0.0))
             continue
-        outcomes.append(execute_job(job, root=root, out_dir=out, profile=prof.name))
+        start = time.perf_counter()
+        try:
+            outcomes.append(execute_job(job, root=root, out_dir=out, profile=prof.name))
+        except KeyboardInterrupt:
+            # Ctrl-C: the notebook keeps its previous output; report, write the status, then stop
+            outcomes.append(Outcome(job.name, "interrupted", time.perf_counter() - start,
+                                    "interrupted (Ctrl-C); a second run resumes with what is missing"))
+            interrupted = True
+            break
     bar.close()
     write_status(root, out_dir=out, runs=outcomes)
     print(Report(prof.name, tuple(outcomes), None).table(), file=stream)
+    if interrupted:
+        stream.flush()
+        raise KeyboardInterrupt
     book_status = None
     if build_book:
         print("building the book: jupyter-book build . -W -n --keep-going", file=stream, flush=True)
@@ -915,6 +929,9 @@ def run(args: argparse.Namespace) -> int:
     except (ProfileError, ValueError, FileNotFoundError) as exc:
         print(f"ufm regenerate: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("ufm regenerate: interrupted; finished outputs are kept, run again to resume", file=sys.stderr)
+        return 130
     return report.exit_code
 
 

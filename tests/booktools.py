@@ -1,0 +1,75 @@
+"""Shared helpers of the tests that build the book (``test_book.py``, ``test_browser.py``).
+
+:func:`smoke_book` runs every notebook through ``ufm regenerate`` (profile ``smoke``) and the
+strict book build, in a copy of the book's sources in a temporary folder (the repository's own
+``outputs/`` and ``_build/`` are left alone; the copy uses the repository's ``ufmlib`` through a
+symbolic link). The build is made once per test session and shared by every module that asks
+for it (about a minute of the session's time per extra build saved).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from ufmlib import regenerate as rg
+
+ROOT = Path(__file__).resolve().parents[1]
+SOURCES = ["_config.yml", "_toc.yml", "references.bib", "book", "notebooks", "profiles"]
+COLAB = "https://colab.research.google.com/github/ufm-companion/ufm-companion/blob/main/notebooks/{}.ipynb"
+
+
+def digest(folder: Path) -> dict[str, str]:
+    """SHA-256 of every source file under ``folder`` (not ``outputs/``, ``_build/``, ``ufmlib``)."""
+    return {
+        p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and not p.is_symlink() and not p.relative_to(folder).parts[0] in ("outputs", "_build", "ufmlib")
+    }
+
+
+def copy_sources(dest: Path, *, sources: list[str] | None = None) -> Path:
+    """Copy the book's sources (``SOURCES``) into ``dest`` and link the repository's ``ufmlib``."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in sources or SOURCES:
+        src = ROOT / name
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, dest / name)
+    (dest / "ufmlib").symlink_to(ROOT / "ufmlib", target_is_directory=True)
+    return dest
+
+
+@dataclass(frozen=True)
+class BuiltBook:
+    """A regenerated book: its root, the run's report and the digest of its sources before it."""
+
+    root: Path
+    report: rg.Report
+    before: dict[str, str]
+
+    @property
+    def html(self) -> Path:
+        return self.root / "_build" / "html"
+
+
+_BUILDS: dict[str, BuiltBook | BaseException] = {}
+
+
+def smoke_book(tmp_path_factory) -> BuiltBook:
+    """The book regenerated under the ``smoke`` profile, built once per test session (a build
+    that raised raises the same error again instead of being repeated)."""
+    if "smoke" not in _BUILDS:
+        try:
+            root = copy_sources(tmp_path_factory.mktemp("book"))
+            before = digest(root)
+            report = rg.regenerate("smoke", root=root, force=True, progress=False)
+            _BUILDS["smoke"] = BuiltBook(root, report, before)
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:  # noqa: BLE001 - also pytest's timeout; raised again for every test that needs it
+            _BUILDS["smoke"] = exc
+    built = _BUILDS["smoke"]
+    if isinstance(built, BaseException):
+        raise built
+    return built
