@@ -761,7 +761,11 @@ def setup(app) -> dict[str, Any]:
     sphinx-book-theme (1.3) links Colab to ``<repository>/blob/<branch>/<page>.ipynb``, i.e. to
     ``outputs/notebooks/<name>.ipynb``, which is not in the repository. This handler runs after
     the theme's (priority 900 > 500) and rewrites those links to ``notebooks/<name>.ipynb``.
+
+    It also loads MathJax on every page (``html_assets_policy = "always"``): chapter titles in
+    the navigation contain formulas, which stay raw TeX on pages without math of their own.
     """
+    app.set_html_assets_policy("always")
     app.connect("html-page-context", _launch_links_to_paired_notebooks, priority=900)
     return {"version": "1", "parallel_read_safe": True, "parallel_write_safe": True}
 
