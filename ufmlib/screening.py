@@ -61,7 +61,7 @@ from .collapse import class_means, nc1_relative
 from .config import ConfigError, UFMConfig
 from .model import UFMParams, forward, init_params, labels, regularised_loss
 from .optimum import dnc_optimum
-from .train import TrainingDivergedError, log_epochs
+from .train import TrainingDivergedError, log_epochs, loss_and_grad
 
 __all__ = [
     "SOLUTION_KINDS",
@@ -273,44 +273,6 @@ class SeedOutcome:
         return float(self.losses[-1])
 
 
-def _batched_loss_and_grad(T: list[Tensor], cfg: UFMConfig, Y: Tensor) -> tuple[Tensor, list[Tensor]]:
-    """:func:`ufmlib.train.loss_and_grad` for a stack of models (leading dimension = seed)."""
-    H1, Ws = T[0], T[1:]
-    N = H1.shape[-1]
-    xs, masks, x = [H1], [], H1
-    relu = cfg.activation == "relu"
-    for W in Ws[:-1]:
-        h = W @ x
-        if relu:
-            m = h > 0
-            x = h * m
-            masks.append(m)
-        else:
-            x = h
-        xs.append(x)
-    Z = Ws[-1] @ x
-    if cfg.loss == "mse":
-        R = Z - Y
-        fit = 0.5 * R.pow(2).sum((1, 2)) / N
-        G = R / N
-    else:
-        logp = torch.log_softmax(Z, dim=1)
-        fit = -(logp * Y).sum((1, 2)) / N
-        G = (torch.exp(logp) - Y) / N
-    pen = 0.5 * cfg.lambda_H * H1.pow(2).sum((1, 2))
-    grads: list[Tensor] = [None] * len(T)  # type: ignore[list-item]
-    for l in range(len(Ws) - 1, -1, -1):
-        W = Ws[l]
-        lam = cfg.lambda_Ws[l]
-        pen = pen + 0.5 * lam * W.pow(2).sum((1, 2))
-        grads[l + 1] = G @ xs[l].mT + lam * W
-        G = W.mT @ G
-        if l > 0 and relu:
-            G = G * masks[l - 1]
-    grads[0] = G + cfg.lambda_H * H1
-    return fit + pen, grads
-
-
 def _check_seeds(seeds) -> list[int]:
     if isinstance(seeds, (str, bytes)) or not isinstance(seeds, Sequence) or len(seeds) == 0:
         raise ValueError(f"seeds must be a non-empty list of integers; got {seeds!r}")
@@ -366,7 +328,7 @@ def screen_seeds(
     bar = tqdm(total=epochs, disable=not progress, desc=f"screening {len(seeds)} seeds", unit="epoch", mininterval=0.5)
     try:
         for epoch in range(epochs + 1):
-            loss, grads = _batched_loss_and_grad(T, cfg, Y)
+            loss, grads = loss_and_grad(T, cfg, Y)
             if epoch == 0:
                 first = loss.detach().cpu()
                 limit = 1e3 * torch.clamp(first, min=1.0)
