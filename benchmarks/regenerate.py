@@ -1,23 +1,23 @@
 """Benchmark: where the time of ``ufm regenerate --profile ci`` goes.
 
-Runs :func:`ufmlib.regenerate.regenerate` (``force=True``) end to end on a copy of the book's
+Runs :func:`ufmlib.book.regenerate.regenerate` (``force=True``) end to end on a copy of the book's
 sources in a temporary folder - the repository's files, ``outputs/`` and ``_build/`` are never
 touched - and prints, per notebook and in total, the seconds spent in
 
 * **start-up**: kernel start, papermill and kernel shutdown = the notebook's wall time minus
   the sum of its cells' execution times (papermill records ``metadata.papermill.duration`` for
   every cell); an empty notebook (only a parameters cell) run through the same path
-  (:func:`ufmlib.regenerate.execute_job`) is timed separately as a reference;
+  (:func:`ufmlib.book.execute.execute_job`) is timed separately as a reference;
 * **imports**: cells that import modules and call nothing of the categories below;
 * **training**: cells that call gradient descent (``ufmlib.train.train``,
   ``ufmlib.networks.train_network``, ``ufmlib.dynamics.record_dynamics``,
-  ``ufmlib.figures.record_dynamics_with``, ``ufmlib.screening.screen_seeds``); spectra measured
+  ``ufmlib.screening.screen_seeds``); spectra measured
   *during* training (the recorders' callbacks) count here;
 * **spectra**: cells that call the spectral routines (the public functions of
-  ``ufmlib.hessian``, ``lanczos``, ``matrices``, ``decompose``, ``analysis``, ``alignment``,
-  ``spectra_tables``, and ``eig*``/``svd*`` of ``torch.linalg``/``numpy.linalg``);
-* **plotting**: cells that call ``ufmlib.plotting``, the plotting helpers of ``ufmlib.figures``
-  or matplotlib (``plt.``, ``ax.``/``axes[...]`` methods);
+  ``ufmlib.hessian``, ``full_hessian``, ``lanczos``, ``slq``, ``matrices``, ``decompose``,
+  ``analysis``, ``alignment``, ``levels``, and ``eig*``/``svd*`` of ``torch.linalg``/``numpy.linalg``);
+* **plotting**: cells that call ``ufmlib.plotting`` or matplotlib (``plt.``, ``ax.``/``axes[...]``
+  methods);
 * **other**: everything else (closed-form predictions, checks, glue, tables).
 
 The classification is per cell, by the names the cell's source calls: a cell that matches
@@ -49,15 +49,18 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from ufmlib import regenerate as rg  # noqa: E402
+from ufmlib.book.build import build_book  # noqa: E402
+from ufmlib.book.execute import Outcome, execute_job  # noqa: E402
+from ufmlib.book.profiles import EXECUTED, OUTPUTS, Profile, plan  # noqa: E402
+from ufmlib.book.regenerate import regenerate  # noqa: E402
 
 SOURCES = ["_config.yml", "_toc.yml", "references.bib", "book", "notebooks", "profiles"]
 CATEGORIES = ("start-up", "imports", "training", "spectra", "plotting", "other")
 
-TRAINING = {"train", "train_network", "record_dynamics", "record_dynamics_with", "screen_seeds"}
-SPECTRA_MODULES = ("hessian", "lanczos", "matrices", "decompose", "analysis", "alignment", "spectra_tables")
+TRAINING = {"train", "train_network", "record_dynamics", "screen_seeds"}
+SPECTRA_MODULES = ("hessian", "full_hessian", "lanczos", "slq", "matrices", "decompose", "analysis", "alignment",
+                   "levels")
 PLOTTING_MODULES = ("plotting",)
-PLOTTING_EXTRA = {"add_theory_trajectories", "plot_coefficient_table"}
 LINALG = re.compile(r"\blinalg\.(eig\w*|svd\w*)\s*\(")
 MATPLOTLIB = re.compile(r"\b(plt|ax|axes|axs|fig)(\[[^\]]*\])*\.\w+\s*\(")
 IMPORT = re.compile(r"^\s*(import|from)\s+\w", flags=re.M)
@@ -79,7 +82,7 @@ def _calls(source: str, names: set[str]) -> bool:
 def classifier():
     """A function ``source -> category`` (see the module docstring)."""
     spectra = set().union(*(_public_functions(m) for m in SPECTRA_MODULES)) - TRAINING
-    plotting = set().union(*(_public_functions(m) for m in PLOTTING_MODULES)) | PLOTTING_EXTRA
+    plotting = set().union(*(_public_functions(m) for m in PLOTTING_MODULES))
 
     def classify(source: str) -> str:
         if _calls(source, TRAINING):
@@ -103,7 +106,7 @@ class NotebookTiming:
     parts: dict[str, float] = field(default_factory=dict)
 
 
-def notebook_timing(outcome: rg.Outcome, executed: Path, classify) -> NotebookTiming:
+def notebook_timing(outcome: Outcome, executed: Path, classify) -> NotebookTiming:
     """Split one notebook's wall time into :data:`CATEGORIES` from its executed cells."""
     parts = dict.fromkeys(CATEGORIES, 0.0)
     if outcome.status == "ok" and executed.is_file():
@@ -144,11 +147,11 @@ def startup_probe(runs: int, work: Path) -> list[float]:
     (root / "notebooks").mkdir(parents=True)
     (root / "notebooks" / "empty.md").write_text(EMPTY)
     (root / "ufmlib").symlink_to(REPO / "ufmlib", target_is_directory=True)
-    prof = rg.Profile("probe", "", {"device": "cpu"}, {})
+    prof = Profile("probe", "", {"device": "cpu"}, {})
     times = []
     for _ in range(runs):
-        job = rg.plan(prof, root=root, out_dir=root / "outputs")[0]
-        outcome = rg.execute_job(job, root=root, out_dir=root / "outputs", profile="probe")
+        job = plan(prof, root=root, out_dir=root / "outputs")[0]
+        outcome = execute_job(job, root=root, out_dir=root / "outputs", profile="probe")
         if outcome.status != "ok":
             raise RuntimeError(f"the empty notebook failed: {outcome.error}")
         times.append(outcome.seconds)
@@ -221,17 +224,17 @@ def main(argv: list[str] | None = None) -> int:
               f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset (the kernels get 1)')}", flush=True)
         root = copy_sources(work / "book")
         start = time.perf_counter()
-        report = rg.regenerate(args.profile, only=args.only, build_book=False, force=True, root=root, progress=False)
+        report = regenerate(args.profile, only=args.only, build_book=False, force=True, root=root, progress=False)
         notebooks_done = time.perf_counter()
         book = None
         if not args.no_book:
-            status = rg.build_book(root)
+            status = build_book(root)
             book = time.perf_counter() - notebooks_done
             if status != 0:
                 print(f"the book build exited with {status}", flush=True)
         total = time.perf_counter() - start
         classify = classifier()
-        timings = [notebook_timing(o, root / rg.OUTPUTS / rg.EXECUTED / f"{o.name}.ipynb", classify) for o in report.outcomes]
+        timings = [notebook_timing(o, root / OUTPUTS / EXECUTED / f"{o.name}.ipynb", classify) for o in report.outcomes]
         probe = startup_probe(args.startup_runs, work) if args.startup_runs else []
         print()
         print(report_text(args.profile, timings, total, book, probe))

@@ -39,9 +39,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ufmlib.config import UFMConfig  # noqa: E402
+from ufmlib.full_hessian import fit_gradient, full_hvp  # noqa: E402
 from ufmlib.hessian import (  # noqa: E402
-    fit_gradient,
-    full_hvp,
     kronecker_eigh,
     layer_hessian_autodiff,
     layer_hessian_dense,

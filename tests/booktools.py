@@ -14,7 +14,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from ufmlib import regenerate as rg
+from ufmlib.book.regenerate import Report, regenerate
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCES = ["_config.yml", "_toc.yml", "references.bib", "book", "notebooks", "profiles"]
@@ -22,11 +22,13 @@ COLAB = "https://colab.research.google.com/github/ufm-companion/ufm-companion/bl
 
 
 def digest(folder: Path) -> dict[str, str]:
-    """SHA-256 of every source file under ``folder`` (not ``outputs/``, ``_build/``, ``ufmlib``)."""
+    """SHA-256 of every source file under ``folder`` (not ``outputs/``, ``_build/``, ``ufmlib``,
+    nor the ``__pycache__`` that importing the book's extension ``book/_ext`` writes)."""
     return {
         p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
         for p in sorted(folder.rglob("*"))
         if p.is_file() and not p.is_symlink() and not p.relative_to(folder).parts[0] in ("outputs", "_build", "ufmlib")
+        and "__pycache__" not in p.relative_to(folder).parts
     }
 
 
@@ -45,7 +47,7 @@ class BuiltBook:
     """A regenerated book: its root, the run's report and the digest of its sources before it."""
 
     root: Path
-    report: rg.Report
+    report: Report
     before: dict[str, str]
 
     @property
@@ -63,7 +65,7 @@ def smoke_book(tmp_path_factory) -> BuiltBook:
         try:
             root = copy_sources(tmp_path_factory.mktemp("book"))
             before = digest(root)
-            report = rg.regenerate("smoke", root=root, force=True, progress=False)
+            report = regenerate("smoke", root=root, force=True, progress=False)
             _BUILDS["smoke"] = BuiltBook(root, report, before)
         except (KeyboardInterrupt, SystemExit):
             raise

@@ -136,7 +136,7 @@ def test_top_k_overlap_inside_a_degenerate_level_is_basis_dependent():
     cfg, frames = OPTIMA[0]
     params = construct_minimiser(cfg, frames=frames)
     g = layer_grad(params, cfg, 2)
-    V = T.optimum_layer_hessian(cfg, 2, frames=frames).vectors  # labels (c, c') in row-major order
+    V = T.optimum_layer_hessian(cfg, 2, frames=frames).eigenvectors  # labels (c, c') in row-major order
     diag_first = V[:, [0, 4, 8, 1, 2, 3, 5, 6, 7]]  # the K gradient directions first
     off_first = V[:, [1, 2, 3, 0, 4, 8, 5, 6, 7]]
     assert top_overlap(g, diag_first, 3) == pytest.approx(1.0, abs=1e-12)
@@ -245,7 +245,7 @@ def test_equalisation_gap_and_count_at_the_optimum(idx):
 def test_count_outliers_relu_kink(c0, expected):
     cfg = UFMConfig(K=3, n=4, d=6, L=4, activation="relu")
     params = construct_minimiser(cfg, frames="nonnegative")
-    w = torch.linalg.eigvalsh(layer_hessian(params, cfg, 2, loss=lambda tt, c: T.fit_loss_with_kink(tt, c, c0=c0)))
+    w = torch.linalg.eigvalsh(layer_hessian(params, cfg, 2, loss=lambda tt, c: fit_loss(tt, c, relu_prime_at_zero=c0)))
     assert count_outliers(w) == expected
     assert outlier_equalisation(w, 3) == (pytest.approx(1.0, abs=1e-12) if c0 == 1.0 else math.inf if c0 == 0.0 else pytest.approx(16.0, rel=1e-12))
 
@@ -311,7 +311,7 @@ def test_pitfall_degenerate_eigenspace_basis_independence():
     H = layer_hessian(params, cfg, 2)
     w, U = torch.linalg.eigh(H)
     top = U[:, -16:]
-    pred = T.optimum_layer_hessian(cfg, 2, frames=frames).vectors
+    pred = T.optimum_layer_hessian(cfg, 2, frames=frames).eigenvectors
     Q, _ = torch.linalg.qr(torch.randn(16, 16, generator=torch.Generator().manual_seed(4), dtype=F64))
     for basis in (top, top @ Q):
         assert subspace_overlap(basis, pred) == pytest.approx(1.0, abs=1e-12)

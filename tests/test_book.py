@@ -15,7 +15,7 @@ import re
 import pytest
 
 from booktools import COLAB, ROOT, digest, smoke_book
-from ufmlib import regenerate as rg
+from ufmlib.book.profiles import list_notebooks
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +27,7 @@ def built_book(tmp_path_factory):
 @pytest.mark.slow
 def test_every_notebook_runs_under_smoke_and_the_strict_build_passes(built_book):
     root, report, before = built_book
-    names = rg.list_notebooks(ROOT)
+    names = list_notebooks(ROOT)
     assert [(o.name, o.status) for o in report.outcomes] == [(n, "ok") for n in names], [o.error for o in report.failed]
     assert report.book_status == 0
     assert report.exit_code == 0
@@ -39,7 +39,7 @@ def test_every_notebook_runs_under_smoke_and_the_strict_build_passes(built_book)
 @pytest.mark.slow
 def test_colab_buttons_open_the_committed_paired_notebook(built_book):
     root, _, _ = built_book
-    for name in rg.list_notebooks(ROOT):
+    for name in list_notebooks(ROOT):
         page = (root / "_build" / "html" / "outputs" / "notebooks" / f"{name}.html").read_text()
         links = set(re.findall(r'https://colab\.research\.google\.com/[^"]+', page))
         assert links == {COLAB.format(name)}, links

@@ -20,7 +20,7 @@ from ufmlib.optimum import construct_ce_critical_point, construct_minimiser
 
 def test_zero_at_global_minimiser():
     cfg = UFMConfig(K=4, n=3, d=7, L=3)
-    for m in collapse_metrics(construct_minimiser(cfg, frames="random"), cfg.K):
+    for m in collapse_metrics(construct_minimiser(cfg, frames="random"), cfg):
         assert m.nc1 < 1e-25 and m.nc1_relative < 1e-13
         assert m.nc2_orthogonal < 1e-13 and m.nc2_etf < 1e-13  # centred orthogonal frame = simplex ETF
         assert m.dnc3 < 1e-13
@@ -28,7 +28,7 @@ def test_zero_at_global_minimiser():
 
 def test_positive_at_random_point():
     cfg = UFMConfig(K=4, n=3, d=7, L=3)
-    for m in collapse_metrics(init_params(cfg), cfg.K):
+    for m in collapse_metrics(init_params(cfg), cfg):
         assert m.nc1 > 0.1 and m.nc2_orthogonal > 0.05 and m.dnc3 > 0.1
 
 

@@ -1,9 +1,9 @@
 """Trustworthy regeneration: the same inputs give the same numbers, and a failure costs nothing else.
 
 * **Determinism.** The ``optimum`` notebook (parameters of the ``smoke`` profile) is executed
-  twice through :func:`ufmlib.regenerate.regenerate` with ``force=True``; every glued value,
+  twice through :func:`ufmlib.book.regenerate.regenerate` with ``force=True``; every glued value,
   every recorded check, every cell output and every figure file must be identical (float64,
-  one thread per kernel: ``ufmlib.regenerate._kernel_environment`` and
+  one thread per kernel: ``ufmlib.book.execute._kernel_environment`` and
   :func:`ufmlib.runtime.configure`). Training in float32 is repeatable to a stated tolerance
   (``FLOAT32_RTOL``), float64 training exactly.
 * **Failures.** A notebook that diverges (``TrainingDivergedError``), runs out of memory
@@ -35,7 +35,9 @@ import pytest
 import torch
 import yaml
 
-from ufmlib import provenance, regenerate as rg, runtime
+from ufmlib import runtime
+from ufmlib.book import profiles
+from ufmlib.book.regenerate import regenerate
 from ufmlib.config import UFMConfig
 from ufmlib.train import train
 
@@ -68,7 +70,7 @@ UNSTABLE = textwrap.dedent(
     ```
 
     ```{code-cell} ipython3
-    from ufmlib.provenance import glue
+    from ufmlib.notebook import glue
 
     if mode == "diverge":
         from ufmlib.config import UFMConfig
@@ -143,7 +145,7 @@ def make_root(base: Path, extra: dict[str, str]) -> Path:
 
 def run(prof, *, root, out, stream=None, **kw):
     stream = stream or io.StringIO()
-    report = rg.regenerate(prof, root=root, out_dir=out, build_book=False, progress=False, stream=stream, **kw)
+    report = regenerate(prof, root=root, out_dir=out, build_book=False, progress=False, stream=stream, **kw)
     return report, stream.getvalue()
 
 
@@ -292,30 +294,30 @@ def _ctrl_c_root(tmp_path: Path) -> Path:
 
 
 def test_ctrl_c_during_a_run_keeps_finished_outputs_and_the_next_run_resumes(tmp_path, monkeypatch):
-    monkeypatch.setattr(rg, "_library_hash", lambda root: "fixed")
+    monkeypatch.setattr(profiles, "library_hash", lambda root: "fixed")
     root, out = _ctrl_c_root(tmp_path), tmp_path / "out"
     prof = {"name": "p", "defaults": {"device": "cpu"}}
     executed = _fake_papermill(monkeypatch, interrupt={"beta"})
     with pytest.raises(KeyboardInterrupt):
-        rg.regenerate(prof, root=root, out_dir=out, build_book=False, progress=False, stream=io.StringIO())
+        regenerate(prof, root=root, out_dir=out, build_book=False, progress=False, stream=io.StringIO())
     assert executed == ["alpha", "beta"]
     assert (out / "notebooks" / "alpha.ipynb").is_file()
     assert json.loads((out / "notebooks" / "alpha.ipynb").read_text())["metadata"]["ufm"]["notebook"] == "alpha"
     assert not (out / "notebooks" / "beta.ipynb").exists() and not list(out.rglob("*.partial"))
 
     executed = _fake_papermill(monkeypatch, interrupt=set())
-    report = rg.regenerate(prof, root=root, out_dir=out, build_book=False, progress=False, stream=io.StringIO())
+    report = regenerate(prof, root=root, out_dir=out, build_book=False, progress=False, stream=io.StringIO())
     assert [(o.name, o.status) for o in report.outcomes] == [("alpha", "up to date"), ("beta", "ok"), ("gamma", "ok")]
     assert executed == ["beta", "gamma"]
 
 
 def test_ctrl_c_during_a_run_is_reported_in_the_final_table(tmp_path, monkeypatch):
-    monkeypatch.setattr(rg, "_library_hash", lambda root: "fixed")
+    monkeypatch.setattr(profiles, "library_hash", lambda root: "fixed")
     root, out = _ctrl_c_root(tmp_path), tmp_path / "out"
     _fake_papermill(monkeypatch, interrupt={"beta"})
     stream = io.StringIO()
     with contextlib.suppress(KeyboardInterrupt):
-        rg.regenerate({"name": "p", "defaults": {"device": "cpu"}}, root=root, out_dir=out, build_book=False,
+        regenerate({"name": "p", "defaults": {"device": "cpu"}}, root=root, out_dir=out, build_book=False,
                       progress=False, stream=stream)
     printed = stream.getvalue()
     assert re.search(r"^alpha\s+ok\b", printed, flags=re.M), printed

@@ -50,3 +50,23 @@ def test_measure_at_the_minimiser_relu_uses_lanczos():
 def test_bad_layer():
     with pytest.raises(ValueError, match="layer"):
         record_dynamics(UFMConfig(K=3, n=2, d=4, L=2), lr=0.1, epochs=2, layer=3, progress=False)
+
+
+@pytest.mark.parametrize("activation, loss", [("linear", "mse"), ("relu", "ce")])
+def test_one_snapshot_is_measured_from_one_forward_pass(monkeypatch, activation, loss):
+    """measure_layer builds one UFMState: its forward pass and class means serve every measurement
+    (layer spectrum, HVP, eigenvector test, class-mean prediction, collapse metrics)."""
+    import ufmlib.state as state_module
+    from ufmlib.model import init_params
+    from ufmlib.state import UFMState
+
+    calls = []
+    original = state_module.forward
+    monkeypatch.setattr(state_module, "forward", lambda *a, **k: calls.append(1) or original(*a, **k))
+    cfg = UFMConfig(K=3, n=4, d=6, L=3, activation=activation, loss=loss)
+    snap = measure_layer(UFMState(init_params(cfg), cfg), cfg, 2)
+    assert len(calls) == 1
+    assert snap.converged and snap.method in ("kronecker", "dense")
+    # a state of another configuration is refused, never silently re-used
+    with pytest.raises(ValueError, match="another configuration"):
+        measure_layer(UFMState(init_params(cfg), cfg), cfg.replace(lambda_W=0.02), 2)

@@ -8,6 +8,7 @@ import torch
 from ufmlib.config import UFMConfig
 from ufmlib.model import regularised_loss
 from ufmlib.optimum import (
+    NoDNCMinimiserError,
     ce_critical_point,
     condition,
     construct_ce_critical_point,
@@ -82,7 +83,14 @@ def test_threshold_behaviour(K, n, L):
     below, above = dnc_optimum(K, n, L, 0.999 * lam_star, 0.999 * lam_star), dnc_optimum(K, n, L, 1.001 * lam_star, 1.001 * lam_star)
     assert below.is_global and below.optimal_loss < 0.5
     assert not above.is_global and above.optimal_loss == 0.5
-    assert math.isnan(above.weight_singular_values[0]) and math.isnan(above.layer_hessian_outlier[0])
+    # the zero minimiser has no DNC quantities: each of them raises, none is a silent number
+    for name in ("gamma", "one_minus_gamma", "t", "weight_singular_values", "layer_hessian_outlier",
+                 "feature_norms", "gram_eigenvalue", "feature_hessian_outlier"):
+        with pytest.raises(NoDNCMinimiserError, match="condition \\(2\\) fails"):
+            getattr(above, name)
+    with pytest.raises(NoDNCMinimiserError):
+        construct_minimiser(UFMConfig(K=K, n=n, L=L, d=K + 1, lambda_W=1.001 * lam_star, lambda_H=1.001 * lam_star))
+    assert above.as_dict()["gamma"] is None and above.as_dict()["layer_hessian_outlier"] == [None] * L
     # just above the threshold a non-zero critical point still exists, with loss > 1/2
     root = solve_gamma(K, n, L, 1.001 * lam_star, 1.001 * lam_star)
     if root is not None:

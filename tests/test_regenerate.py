@@ -1,14 +1,15 @@
 """Notebook infrastructure: profiles, the parameters cell, the regeneration run, provenance.
 
-Covers ``ufmlib.regenerate`` (validation before any kernel starts, a failing notebook keeps its
+Covers ``ufmlib.book`` (validation before any kernel starts, a failing notebook keeps its
 previous output and makes the run exit non-zero, paired notebooks in sync, every notebook has a
-parameters cell with ``seed`` and ``device``, the launch-button rewrite), ``ufmlib.provenance``
-(checks with explicit tolerances, the provenance box) and ``ufmlib.plotting.save_figure``
-(deterministic files).
+parameters cell with ``seed`` and ``device``, the provenance box), the book's Sphinx extension
+``book/_ext/ufm_pages.py`` (the launch-button rewrite), ``ufmlib.notebook`` (checks with
+explicit tolerances, glued values) and ``ufmlib.plotting.save_figure`` (deterministic files).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 import textwrap
@@ -16,10 +17,20 @@ from pathlib import Path
 
 import pytest
 
-from ufmlib import provenance, regenerate as rg
-from ufmlib.regenerate import ProfileError
+from ufmlib import notebook
+from ufmlib.book import build, cli, parameters, profiles, provenance
+from ufmlib.book.parameters import ProfileError
+from ufmlib.book.regenerate import regenerate
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_extension():
+    """The book's Sphinx extension ``book/_ext/ufm_pages.py``, imported from its file."""
+    spec = importlib.util.spec_from_file_location("ufm_pages", ROOT / "book" / "_ext" / "ufm_pages.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 FRONT = textwrap.dedent(
     """\
@@ -58,7 +69,7 @@ GOOD = notebook_text(
     device: str = "cpu"  # device
     """,
     """
-    from ufmlib.provenance import check
+    from ufmlib.notebook import check
     check("double", 2 * x, x + x, atol=0.0, result="R0", description="2x = x + x")
     """,
 )
@@ -92,7 +103,7 @@ def make_root(tmp_path: Path, notebooks: dict[str, str], profiles: dict[str, str
 
 
 def test_parse_parameters_reads_types_defaults_and_help():
-    params = rg.parse_parameters(
+    params = parameters.parse_parameters(
         'K: int = 3  # number of classes\nlam: float = 0.01  # weight decay\n'
         'depths: list[int] = [1, 2]  # depths\nmode: Literal["a", "b"] = "a"  # mode\n'
         'extra: int | None = None  # optional\n'
@@ -122,20 +133,20 @@ def test_parse_parameters_reads_types_defaults_and_help():
 )
 def test_parse_parameters_rejects_bad_cells_naming_the_notebook(source, fragment):
     with pytest.raises(ProfileError, match=fragment) as err:
-        rg.parse_parameters(source, notebook="demo")
+        parameters.parse_parameters(source, notebook="demo")
     assert "'demo'" in str(err.value)
 
 
 def test_every_notebook_has_parameters_with_seed_and_device_and_a_colab_install_cell():
-    names = rg.list_notebooks(ROOT)
+    names = profiles.list_notebooks(ROOT)
     assert "optimum" in names
     for name in names:
         path = ROOT / "notebooks" / f"{name}.md"
-        params = rg.notebook_parameters(path)
+        params = parameters.notebook_parameters(path)
         assert params["seed"].annotation == "int" and isinstance(params["seed"].default, int), name
         assert params["device"].annotation == "str" and params["device"].default == "cpu", name
         assert all(p.help for p in params.values()), f"{name}: every parameter needs a help comment"
-        nb = rg.read_notebook(path)
+        nb = parameters.read_notebook(path)
         assert nb.metadata["kernelspec"]["name"] == "python3", name
         assert nb.metadata["jupytext"]["formats"] == "ipynb,md:myst", name
         first = next(c for c in nb.cells if c.cell_type == "code")
@@ -145,10 +156,10 @@ def test_every_notebook_has_parameters_with_seed_and_device_and_a_colab_install_
 
 def test_every_notebook_is_in_the_toc_and_in_every_profile():
     toc = (ROOT / "_toc.yml").read_text()
-    for name in rg.list_notebooks(ROOT):
+    for name in profiles.list_notebooks(ROOT):
         assert f"outputs/notebooks/{name}" in toc, name
         for profile in ("smoke", "ci", "paper"):
-            assert name in rg.load_profile(profile, root=ROOT).notebooks, (profile, name)
+            assert name in profiles.load_profile(profile, root=ROOT).notebooks, (profile, name)
 
 
 # ----------------------------------------------------------------------------------------
@@ -156,7 +167,7 @@ def test_every_notebook_is_in_the_toc_and_in_every_profile():
 
 
 def test_paired_notebooks_are_in_sync():
-    assert rg.pair_problems(ROOT) == []
+    assert build.pair_problems(ROOT) == []
 
 
 def test_pair_check_reports_a_stale_ipynb(tmp_path):
@@ -167,10 +178,10 @@ def test_pair_check_reports_a_stale_ipynb(tmp_path):
         shutil.copy(f, copy / "notebooks" / f.name)
     md = copy / "notebooks" / "optimum.md"
     md.write_text(md.read_text().replace("K: int = 3  # number of classes", "K: int = 4  # number of classes"))
-    problems = rg.pair_problems(copy)
+    problems = build.pair_problems(copy)
     assert len(problems) == 1 and "optimum: cell" in problems[0] and "jupytext --sync" in problems[0]
     (copy / "notebooks" / "optimum.ipynb").unlink()
-    assert "is missing" in rg.pair_problems(copy)[0]
+    assert "is missing" in build.pair_problems(copy)[0]
 
 
 # ----------------------------------------------------------------------------------------
@@ -179,14 +190,14 @@ def test_pair_check_reports_a_stale_ipynb(tmp_path):
 
 @pytest.mark.parametrize("profile", ["smoke", "ci", "paper"])
 def test_shipped_profiles_fit_every_notebook(profile):
-    jobs = rg.plan(rg.load_profile(profile, root=ROOT), root=ROOT, device="cpu")
-    assert [j.name for j in jobs] == rg.list_notebooks(ROOT)
+    jobs = profiles.plan(profiles.load_profile(profile, root=ROOT), root=ROOT, device="cpu")
+    assert [j.name for j in jobs] == profiles.list_notebooks(ROOT)
     for job in jobs:
         assert job.parameters["device"] == "cpu" and job.output == ROOT / "outputs" / "notebooks" / f"{job.name}.ipynb"
 
 
 def test_paper_profile_says_cuda_and_labels_every_unpublished_setting():
-    prof = rg.load_profile("paper", root=ROOT)
+    prof = profiles.load_profile("paper", root=ROOT)
     assert prof.defaults["device"] == "cuda"
     for line in (ROOT / "profiles" / "paper.yaml").read_text().splitlines():
         key = line.split("#")[0].strip()
@@ -222,22 +233,22 @@ def tiny_root(tmp_path):
 )
 def test_profile_errors_name_notebook_parameter_and_allowed_values(tiny_root, profile, fragments):
     with pytest.raises(ProfileError) as err:
-        rg.plan(rg.load_profile(profile, root=tiny_root), root=tiny_root)
+        profiles.plan(profiles.load_profile(profile, root=tiny_root), root=tiny_root)
     for fragment in fragments:
         assert fragment in str(err.value)
 
 
 def test_missing_profile_lists_the_available_ones(tiny_root):
     with pytest.raises(ProfileError, match="available: badkey, nonotebook, t, unknown, wrongtype, yamlfloat"):
-        rg.load_profile("nosuch", root=tiny_root)
+        profiles.load_profile("nosuch", root=tiny_root)
 
 
 def test_only_selects_by_glob_or_substring_and_rejects_no_match(tiny_root):
-    prof = rg.load_profile("t", root=tiny_root)
-    assert [j.name for j in rg.plan(prof, root=tiny_root, only="go")] == ["good"]
-    assert [j.name for j in rg.plan(prof, root=tiny_root, only="*d")] == ["bad", "good"]
+    prof = profiles.load_profile("t", root=tiny_root)
+    assert [j.name for j in profiles.plan(prof, root=tiny_root, only="go")] == ["good"]
+    assert [j.name for j in profiles.plan(prof, root=tiny_root, only="*d")] == ["bad", "good"]
     with pytest.raises(ProfileError, match="matches no notebook"):
-        rg.plan(prof, root=tiny_root, only="zzz")
+        profiles.plan(prof, root=tiny_root, only="zzz")
 
 
 def test_unknown_parameter_is_rejected_before_any_kernel_starts(tiny_root, monkeypatch, capsys):
@@ -248,8 +259,8 @@ def test_unknown_parameter_is_rejected_before_any_kernel_starts(tiny_root, monke
 
     monkeypatch.setattr(papermill, "execute_notebook", no_kernel)
     with pytest.raises(ProfileError, match="unknown parameter 'y'"):
-        rg.regenerate("unknown", root=tiny_root, build_book=False, progress=False)
-    code = rg.main(["--root", str(tiny_root), "--profile", "unknown", "--no-book", "--no-progress"])
+        regenerate("unknown", root=tiny_root, build_book=False, progress=False)
+    code = cli.main(["--root", str(tiny_root), "--profile", "unknown", "--no-book", "--no-progress"])
     assert code == 2
     assert "unknown parameter 'y'" in capsys.readouterr().err
     assert not (tiny_root / "outputs").exists()
@@ -261,18 +272,18 @@ def test_unavailable_device_is_rejected_before_any_kernel_starts(tiny_root):
     if torch.cuda.is_available():
         pytest.skip("CUDA is available here")
     with pytest.raises(ProfileError, match="device 'cuda'.*--device cpu"):
-        rg.plan(rg.load_profile("t", root=tiny_root), root=tiny_root, device="cuda")
+        profiles.plan(profiles.load_profile("t", root=tiny_root), root=tiny_root, device="cuda")
 
 
 def test_failing_notebook_keeps_previous_output_and_exits_nonzero(tiny_root, capsys, monkeypatch):
     # the library's own sources are part of a run's inputs; freeze them for this test
-    monkeypatch.setattr(rg, "_library_hash", lambda root: "fixed")
+    monkeypatch.setattr(profiles, "library_hash", lambda root: "fixed")
     out = tiny_root / "outputs" / "notebooks"
     out.mkdir(parents=True)
     previous = b'{"previous": "last good output"}'
     (out / "bad.ipynb").write_bytes(previous)
 
-    code = rg.main(["--root", str(tiny_root), "--profile", "t", "--no-book", "--no-progress"])
+    code = cli.main(["--root", str(tiny_root), "--profile", "t", "--no-book", "--no-progress"])
     printed = capsys.readouterr().out
 
     assert code == 1
@@ -302,25 +313,25 @@ def test_failing_notebook_keeps_previous_output_and_exits_nonzero(tiny_root, cap
     assert "| bad | - | - | - | not executed yet | failed (" in status  # its previous file is no executed notebook
 
     # unchanged inputs: the good notebook is not executed again (no kernel)
-    report = rg.regenerate("t", root=tiny_root, only="good", build_book=False, progress=False)
+    report = regenerate("t", root=tiny_root, only="good", build_book=False, progress=False)
     assert [(o.name, o.status) for o in report.outcomes] == [("good", "up to date")] and report.exit_code == 0
 
 
 def test_input_hash_follows_text_parameters_profile_and_library(tiny_root, monkeypatch):
-    monkeypatch.setattr(rg, "_library_hash", lambda root: "v1")
-    t = rg.load_profile("t", root=tiny_root)
+    monkeypatch.setattr(profiles, "library_hash", lambda root: "v1")
+    t = profiles.load_profile("t", root=tiny_root)
 
     def digest(profile=t, **kw):
-        return rg.plan(profile, root=tiny_root, only="good", **kw)[0].input_hash
+        return profiles.plan(profile, root=tiny_root, only="good", **kw)[0].input_hash
 
     first = digest()
     assert digest() == first
     assert digest(device="cpu") == first  # "cpu" is the profile's value already
-    assert digest(rg.Profile("t", "", {"device": "cpu"}, {"good": {"x": 4}})) != first
-    assert digest(rg.Profile("other", "", {"device": "cpu"}, {"good": {"x": 3}})) != first
-    monkeypatch.setattr(rg, "_library_hash", lambda root: "v2")
+    assert digest(profiles.Profile("t", "", {"device": "cpu"}, {"good": {"x": 4}})) != first
+    assert digest(profiles.Profile("other", "", {"device": "cpu"}, {"good": {"x": 3}})) != first
+    monkeypatch.setattr(profiles, "library_hash", lambda root: "v2")
     assert digest() != first
-    monkeypatch.setattr(rg, "_library_hash", lambda root: "v1")
+    monkeypatch.setattr(profiles, "library_hash", lambda root: "v1")
     md = tiny_root / "notebooks" / "good.md"
     md.write_text(md.read_text() + "\nSome more text.\n")
     assert digest() != first
@@ -328,16 +339,17 @@ def test_input_hash_follows_text_parameters_profile_and_library(tiny_root, monke
 
 def test_out_dir_elsewhere_needs_no_book(tiny_root, tmp_path):
     with pytest.raises(ValueError, match="out_dir"):
-        rg.regenerate("t", root=tiny_root, out_dir=tmp_path / "elsewhere", progress=False)
+        regenerate("t", root=tiny_root, out_dir=tmp_path / "elsewhere", progress=False)
 
 
 def test_register_adds_the_subcommand():
     import argparse
 
     parser = argparse.ArgumentParser()
-    rg.register(parser.add_subparsers(dest="command"))
+    cli.register(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["regenerate", "--profile", "smoke", "--only", "opt*", "--device", "cpu", "--no-book", "--force"])
     assert (args.command, args.profile, args.only, args.device, args.no_book, args.force) == ("regenerate", "smoke", "opt*", "cpu", True, True)
+    assert args.handler is cli.run
     assert parser.parse_args(["regenerate"]).profile == "ci"
 
 
@@ -345,9 +357,60 @@ def test_register_adds_the_subcommand():
 # launch buttons of executed pages
 
 
+def test_python_m_ufmlib_book_takes_the_options_of_ufm_regenerate():
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "ufmlib.book", "--help"], capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stdout.startswith("usage: python -m ufmlib.book")
+    for option in ("--profile", "--only", "--device", "--no-book", "--force", "--root", "--no-progress"):
+        assert option in proc.stdout, option
+
+
+def test_science_modules_never_import_the_book_machinery():
+    import ast
+
+    for path in sorted((ROOT / "ufmlib").rglob("*.py")):
+        package = path.relative_to(ROOT).parent.parts  # ("ufmlib",), ("ufmlib", "theory"), ...
+        if package[:2] == ("ufmlib", "book"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                base = list(package[:len(package) - node.level + 1]) if node.level else []
+                module = ".".join(base + ([node.module] if node.module else []))
+                names = [module, *(f"{module}.{a.name}" for a in node.names)]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            else:
+                continue
+            assert not any(n == "ufmlib.book" or n.startswith("ufmlib.book.") for n in names), (path.name, names)
+
+
+def test_ufm_command_finds_regenerate_through_its_entry_point():
+    from importlib.metadata import entry_points
+
+    from ufmlib.cli import COMMANDS, build_parser
+
+    assert [e.value for e in entry_points(group=COMMANDS) if e.name == "regenerate"] == ["ufmlib.book.cli:register"]
+    args = build_parser().parse_args(["regenerate", "--no-book"])
+    assert args.handler is cli.run and args.no_book and args.profile == "ci"
+
+
 def test_repository_path_maps_executed_pages_to_paired_notebooks():
-    assert rg.repository_path("outputs/notebooks/optimum") == "notebooks/optimum.ipynb"
-    assert rg.repository_path("book/intro") is None
+    ext = load_extension()
+    assert ext.repository_path("outputs/notebooks/optimum") == "notebooks/optimum.ipynb"
+    assert ext.repository_path("book/intro") is None
+
+
+def test_config_loads_the_extension_from_the_book_folder_and_keeps_it_out_of_the_pages():
+    import yaml
+
+    config = yaml.safe_load((ROOT / "_config.yml").read_text())
+    assert config["sphinx"]["local_extensions"] == {"ufm_pages": "book/_ext"}
+    assert "book/_ext" in config["exclude_patterns"]
+    assert "book/_ext" not in (ROOT / "_toc.yml").read_text()
+    source = (ROOT / "book" / "_ext" / "ufm_pages.py").read_text()
+    assert "ufmlib" not in "".join(line for line in source.splitlines() if line.startswith(("import", "from")))
 
 
 def test_launch_links_are_rewritten_to_the_paired_notebook(tmp_path):
@@ -359,7 +422,7 @@ def test_launch_links_are_rewritten_to_the_paired_notebook(tmp_path):
         {"label": "download-buttons", "buttons": [{"url": "_sources/outputs/notebooks/optimum.ipynb"}]},
     ]}
     app = type("App", (), {"srcdir": str(tmp_path)})()
-    rg._launch_links_to_paired_notebooks(app, "outputs/notebooks/optimum", "page.html", context, None)
+    load_extension().rewrite_launch_links(app, "outputs/notebooks/optimum", "page.html", context, None)
     assert context["header_buttons"][0]["buttons"][0]["url"] == "https://colab.research.google.com/github/o/r/blob/main/notebooks/optimum.ipynb"
     assert context["header_buttons"][1]["buttons"][0]["url"] == "_sources/outputs/notebooks/optimum.ipynb"
 
@@ -369,18 +432,18 @@ def test_launch_links_are_rewritten_to_the_paired_notebook(tmp_path):
 
 
 def test_check_passes_within_tolerance_and_records_the_worst_entry():
-    rec = provenance.check("c", [1.0, 2.0 + 1e-13], [1.0, 2.0], rtol=1e-12, result="R1", description="d")
+    rec = notebook.check("c", [1.0, 2.0 + 1e-13], [1.0, 2.0], rtol=1e-12, result="R1", description="d")
     assert rec.passed and rec.kind == "rel" and rec.size == 2 and rec.theory == 2.0
     assert rec.error == pytest.approx(5e-14, rel=1e-3)
-    rec = provenance.check("c", [[1.0, 1.0], [2.0, 2.0]], [[1.0], [2.0]], atol=0.0, result="R1", description="d")
+    rec = notebook.check("c", [[1.0, 1.0], [2.0, 2.0]], [[1.0], [2.0]], atol=0.0, result="R1", description="d")
     assert rec.passed and rec.size == 4
 
 
 def test_check_failure_raises_with_values_and_tolerance():
-    with pytest.raises(provenance.ReproductionError, match=r"R2 c \(d\): measured 1.001, theory 1.0, rel error 1.000e-03 > tolerance 1.0e-06"):
-        provenance.check("c", 1.001, 1.0, rtol=1e-6, result="R2", description="d")
-    with pytest.raises(provenance.ReproductionError):
-        provenance.check("c", float("nan"), 0.0, atol=1.0, result="R2", description="d")
+    with pytest.raises(notebook.ReproductionError, match=r"R2 c \(d\): measured 1.001, theory 1.0, rel error 1.000e-03 > tolerance 1.0e-06"):
+        notebook.check("c", 1.001, 1.0, rtol=1e-6, result="R2", description="d")
+    with pytest.raises(notebook.ReproductionError):
+        notebook.check("c", float("nan"), 0.0, atol=1.0, result="R2", description="d")
 
 
 @pytest.mark.parametrize(
@@ -391,16 +454,16 @@ def test_check_failure_raises_with_values_and_tolerance():
 def test_check_argument_errors(kwargs, fragment):
     args = {"measured": 1.0, "theory": 1.0, "result": "R1", "description": "d", **kwargs}
     with pytest.raises(ValueError, match=fragment):
-        provenance.check("c", **args)
+        notebook.check("c", **args)
 
 
 def test_glue_bundles_numbers_as_parseable_text():
     import numpy as np
     import torch
 
-    assert provenance._bundle(np.float64(0.25)) == {"text/plain": "0.25"}
-    assert provenance._bundle(torch.tensor(3)) == {"text/plain": "3"}
-    assert provenance._bundle("a $x$") == {"text/plain": "a $x$", "text/markdown": "a $x$"}
+    assert notebook._bundle(np.float64(0.25)) == {"text/plain": "0.25"}
+    assert notebook._bundle(torch.tensor(3)) == {"text/plain": "3"}
+    assert notebook._bundle("a $x$") == {"text/plain": "a $x$", "text/markdown": "a $x$"}
 
 
 def test_provenance_keeps_changed_parameters_and_renders_a_box():

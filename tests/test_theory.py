@@ -1,11 +1,12 @@
-"""Predicted spectra (ufmlib.theory) against dense autodiff references built here (digest §10 T1-T9).
+"""Predicted spectra (ufmlib.theory) against dense autodiff references built here (R2-R9).
 
 Every reference Hessian in this file is an independent ``torch.func.hessian`` of
 ``ufmlib.model.fit_loss`` with respect to row-major flattened parameters, in float64, on small
 models (d <= 12). Predictions come in two forms: closed form at the global minimiser
-(``optimum_*``) and from measured class means (``*_from_means`` / ``layer_hessian_at``); both
-are compared with the reference for eigenvalues (relative 1e-9 of the largest), multiplicities
-and eigen*spaces* (projector distance <= 1e-8, digest pitfall 4).
+(``optimum_*``) and from measured class means (``layer_hessian_at``, ``layer_hessian_from_means``,
+``weight_gram_from_means``); both are compared with the reference for eigenvalues (relative 1e-9
+of the largest), multiplicities and eigen*spaces* (projector distance <= 1e-8: inside a
+degenerate level only the projector is defined).
 """
 
 from __future__ import annotations
@@ -26,6 +27,9 @@ from ufmlib.config import UFMConfig
 from ufmlib.model import UFMParams, fit_loss, forward, regularised_loss
 from ufmlib.optimum import construct_ce_critical_point, construct_minimiser, dnc_optimum
 from ufmlib import theory as T
+from ufmlib.cli import predictions
+from ufmlib.spectrum import Spectrum
+from ufmlib.state import UFMState
 
 F64 = torch.float64
 EIG_RTOL = 1e-9
@@ -103,7 +107,7 @@ def test_t1_paper_scale_value_and_kronecker_factors():
     assert pred.multiplicities == (9,) and pred.dim == 3600
     assert float(pred.values[0]) == pytest.approx(0.16324256978, abs=5e-12)
     params = construct_minimiser(cfg, frames="random")
-    st = T.class_mean_state(params, cfg)
+    st = UFMState(params, cfg).cpu64()
     # the two Kronecker factors, measured independently (digest §2.4)
     X3 = forward(params).inputs[2]
     A4 = st.weights[4] @ st.weights[3]
@@ -123,7 +127,7 @@ def test_t1_paper_scale_value_and_kronecker_factors():
     x0 = ts[3].reshape(-1)
     pv = T.optimum_layer_hessian(cfg, 3, frames="random")
     for j in range(9):
-        v = pv.vectors[:, j]
+        v = pv.eigenvectors[:, j]
         Hv = torch.func.jvp(torch.func.grad(f), (x0,), (v,))[1]
         f_cc = float((v @ Hv) ** 2 / ((v @ v) * (Hv @ Hv)))
         assert f_cc == pytest.approx(1.0, abs=1e-12)
@@ -132,7 +136,7 @@ def test_t1_paper_scale_value_and_kronecker_factors():
     am = T.layer_hessian_at(params, cfg, 3)
     assert am.multiplicities == (9,)
     assert float(am.values[0]) == pytest.approx(float(pred.values[0]), rel=EIG_RTOL)
-    assert projector_distance(am.vectors, pv.vectors) <= SPACE_TOL
+    assert projector_distance(am.eigenvectors, pv.eigenvectors) <= SPACE_TOL
 
 
 CONFIGS = {
@@ -185,7 +189,7 @@ def test_general_dnc_point_unequal_norms_labelled():
     Ws = [Us[l + 1] @ torch.diag(torch.tensor([1.0 + 0.3 * l, 0.5, 2.0 - 0.2 * l], dtype=F64)) @ Us[l].T for l in range(L - 1)]
     Ws.append(torch.diag(torch.tensor([0.9, 1.7, 0.6], dtype=F64)) @ Us[-1].T)
     params = UFMParams(H1, tuple(Ws))
-    st = T.class_mean_state(params, cfg)
+    st = UFMState(params, cfg).cpu64()
     assert max(st.within) <= 1e-15
     for layer in range(1, L + 1):
         A = st.A(layer + 1)
@@ -222,8 +226,7 @@ def test_general_dnc_point_non_orthogonal_frames():
 def test_class_mean_formulas_at_a_generic_dnc1_point(activation, loss):
     """H_1 = M ⊗ 1^T with random M and random weights: every layer is DNC1, nothing else holds.
 
-    The class-mean forms (layer Hessian, fit gradient, back-propagated errors, gradient moments
-    and, for MSE, the Gauss-Newton split) must then be exact, K² outliers unequal.
+    The class-mean form of the layer Hessian must then be exact, its K² outliers unequal.
     """
     K, n, d, L = 3, 2, 5, 3
     cfg = UFMConfig(K=K, n=n, d=d, L=L, activation=activation, loss=loss)
@@ -231,53 +234,12 @@ def test_class_mean_formulas_at_a_generic_dnc1_point(activation, loss):
     M1 = torch.randn(d, K, generator=g, dtype=F64)
     Ws = [torch.randn(d, d, generator=g, dtype=F64) / 2 for _ in range(L - 1)] + [torch.randn(K, d, generator=g, dtype=F64)]
     params = UFMParams(torch.kron(M1, torch.ones(1, n, dtype=F64)), tuple(Ws))
-    ts = list(params.tensors())
-    st = T.class_mean_state(params, cfg)
+    st = UFMState(params, cfg).cpu64()
     assert max(st.within) <= 1e-15
-    fw = forward(params, activation)
-    Y = torch.kron(torch.eye(K, dtype=F64), torch.ones(1, n, dtype=F64))
-
-    def per_sample_loss(Z):
-        if loss == "mse":
-            return 0.5 * (Z - Y).pow(2).sum(0)
-        return -(torch.log_softmax(Z, dim=0) * Y).sum(0)
-
     for layer in range(1, L + 1):
-        pred = T.layer_hessian_at(params, cfg, layer)
+        pred = T.layer_hessian_at(st, cfg, layer)
         assert pred.rank == K * K if (activation, loss) == ("linear", "mse") else 0 < pred.rank <= K * K
         layer_check(params, cfg, layer, pred)
-        gW = torch.func.grad(lambda W: fit_loss(ts[:layer] + [W] + ts[layer + 1 :], cfg))(ts[layer])
-        gp = T.fit_gradient_from_means(st.M(layer), st.jacobians(layer + 1), st.residuals())
-        assert float((gp.matrix - gW).abs().max()) <= 1e-13 * float(gW.abs().max())
-
-        def tail(X):
-            for W in ts[layer:-1]:
-                X = W @ X
-                X = torch.relu(X) if activation == "relu" else X
-            return ts[-1] @ X
-
-        E = torch.func.grad(lambda X: per_sample_loss(tail(X)).mean())(fw.inputs[layer - 1]).T
-        s = torch.linalg.svdvals(E)
-        be = T.backprop_errors_from_means(st.input_jacobians(layer), st.residuals(), n)
-        assert torch.allclose(be.expanded(s.shape[0]), s, rtol=0, atol=1e-12 * float(s[0]))
-
-        def per_sample(Wf):
-            tt = list(ts)
-            tt[layer] = Wf.reshape(ts[layer].shape)
-            return per_sample_loss(forward(tt, activation).logits)
-
-        Gs = torch.func.jacrev(per_sample)(ts[layer].reshape(-1))
-        m2, mc = T.gradient_moments_from_means(st.M(layer), st.jacobians(layer + 1), st.residuals())
-        for G, pr in ((Gs.T @ Gs / cfg.N, m2), ((Gs - Gs.mean(0)).T @ (Gs - Gs.mean(0)) / cfg.N, mc)):
-            w, U = eigh_desc(G)
-            assert_spectrum(w, pr)
-            assert_eigenspaces(w, U, pr)
-        if loss == "mse":
-            split = T.gauss_newton_split_from_means(st.M(layer), st.jacobians(layer + 1))
-            for G, pr in zip(measured_gn_split(params, cfg, layer), (split.class_, split.cross)):
-                w, U = eigh_desc(G)
-                assert_spectrum(w, pr)
-                assert_eigenspaces(w, U, pr)
 
 
 # ----------------------------------------------------------------------------- T2 (R3, v1 Thm 4.2)
@@ -323,24 +285,20 @@ def test_t2_gauss_newton_split(cfg, frames, layer):
     if K == 10:
         assert lam == pytest.approx(0.0654037323, abs=5e-11)
     closed = T.optimum_gauss_newton_split(cfg, layer, frames=frames)
-    st = T.class_mean_state(params, cfg)
-    means = T.gauss_newton_split_from_means(st.M(layer), st.A(layer + 1))
     assert float(Gw.abs().max()) <= 1e-15
-    assert closed.within.rank == 0 and means.within.rank == 0
-    for G, pc, pm, mult in ((Gc, closed.class_, means.class_, K), (Gx, closed.cross, means.cross, K * (K - 1))):
+    assert closed.within.rank == 0
+    for G, pc, mult in ((Gc, closed.class_, K), (Gx, closed.cross, K * (K - 1))):
         w, U = eigh_desc(G)
-        assert pc.multiplicities == (mult,) and pm.multiplicities == (mult,)
+        assert pc.multiplicities == (mult,)
         assert float(pc.values[0]) == pytest.approx(lam, rel=1e-14)
         assert_spectrum(w, pc)
-        assert_spectrum(w, pm)
         assert_eigenspaces(w, U, pc)
-        assert_eigenspaces(w, U, pm)
         # residual ||G v - λ v|| for the closed-form eigenvectors
-        assert float((G @ pc.vectors - lam * pc.vectors).norm(dim=0).max()) <= 1e-14
+        assert float((G @ pc.eigenvectors - lam * pc.eigenvectors).norm(dim=0).max()) <= 1e-14
     # ranges orthogonal and together the K² outlier space of R2
-    assert float((closed.class_.vectors.T @ closed.cross.vectors).abs().max()) <= 1e-15
-    both = torch.cat([closed.class_.vectors, closed.cross.vectors], dim=1)
-    assert projector_distance(both, T.optimum_layer_hessian(cfg, layer, frames=frames).vectors) <= SPACE_TOL
+    assert float((closed.class_.eigenvectors.T @ closed.cross.eigenvectors).abs().max()) <= 1e-15
+    both = torch.cat([closed.class_.eigenvectors, closed.cross.eigenvectors], dim=1)
+    assert projector_distance(both, T.optimum_layer_hessian(cfg, layer, frames=frames).eigenvectors) <= SPACE_TOL
     # G_class eigenvectors are global-mean ⊗ class-mean vectors
     assert all(lab[0] == "G" for lab in closed.class_.labels)
 
@@ -365,15 +323,12 @@ def test_t3_fit_gradient(cfg, frames, layer):
     opt = dnc_optimum(cfg)
     assert pred.beta == pytest.approx(opt.gamma * opt.one_minus_gamma / opt.feature_norms[layer] ** 2, rel=1e-14)
     assert torch.equal(pred.coefficients, torch.eye(cfg.K, dtype=F64) / cfg.K)
-    st = T.class_mean_state(params, cfg)
+    st = UFMState(params, cfg).cpu64()
     M_next = torch.eye(cfg.K, dtype=F64) if layer == cfg.L else st.M(layer + 1)
-    means = T.fit_gradient_from_means(st.M(layer), st.A(layer + 1), st.residuals(), M_next=M_next)
-    assert float((means.matrix - g).abs().max()) <= 1e-13 * float(g.abs().max())
     table = gradient_coefficients(g, class_mean_kronecker_basis(M_next, st.M(layer)))
     assert torch.allclose(table, torch.eye(cfg.K, dtype=F64) / cfg.K, atol=1e-13, rtol=0)
-    assert torch.allclose(means.coefficients, table, atol=1e-13, rtol=0)
     # 100 % of the fit gradient in the K² outlier space
-    assert top_overlap(g, T.optimum_layer_hessian(cfg, layer, frames=frames).vectors, cfg.K**2) == pytest.approx(1.0, abs=1e-12)
+    assert top_overlap(g, T.optimum_layer_hessian(cfg, layer, frames=frames).eigenvectors, cfg.K**2) == pytest.approx(1.0, abs=1e-12)
 
 
 def test_t3_overlap_with_measured_top_eigenspace():
@@ -390,7 +345,7 @@ def test_t3_overlap_with_measured_top_eigenspace():
 def test_t4_weight_gram(frames):
     cfg = UFMConfig(K=3, n=40, d=60, L=5)
     params = construct_minimiser(cfg, frames=frames)
-    st = T.class_mean_state(params, cfg)
+    st = UFMState(params, cfg).cpu64()
     for layer in range(1, 6):
         W = params.Ws[layer - 1]
         for side, G in (("right", W.T @ W), ("left", W @ W.T)):
@@ -429,7 +384,6 @@ def test_t5_other_matrices():
     params = construct_minimiser(cfg, frames="random")
     ts = [t.clone() for t in params.tensors()]
     fw = forward(params)
-    st = T.class_mean_state(params, cfg)
     Y = torch.kron(torch.eye(3, dtype=F64), torch.ones(1, 5, dtype=F64))
     digest_bp = [0.011645, 0.010000, 0.008588, 0.007375]
     for layer in range(1, 5):
@@ -445,15 +399,11 @@ def test_t5_other_matrices():
         assert float(pred.values[0]) == pytest.approx(digest_bp[layer - 1], abs=5e-7)
         assert torch.allclose(s[:3], pred.values[0].expand(3), rtol=EIG_RTOL, atol=0) and float(s[3]) <= 1e-16
         U, _, _ = torch.linalg.svd(E.T, full_matrices=False)
-        assert projector_distance(U[:, :3], pred.vectors) <= SPACE_TOL
-        means = T.backprop_errors_from_means(st.A(layer), st.residuals(), cfg.n)
-        assert means.multiplicities == (3,) and float(means.values[0]) == pytest.approx(float(s[0]), rel=EIG_RTOL)
+        assert projector_distance(U[:, :3], pred.eigenvectors) <= SPACE_TOL
         # features
         sf = torch.linalg.svdvals(fw.inputs[layer - 1])
         pf = T.optimum_feature_singular_values(cfg, layer)
         assert torch.allclose(sf[:3], pf.values[0].expand(3), rtol=EIG_RTOL, atol=0) and float(sf[3]) <= 1e-13
-        mf = T.feature_singular_values_from_means(st.M(layer), cfg.n)
-        assert float(mf.values[0]) == pytest.approx(float(sf[0]), rel=EIG_RTOL)
         # per-sample gradients of ℓ_i = ½||z_i - y_i||²
         def per_sample(W):
             tt = list(ts)
@@ -466,13 +416,10 @@ def test_t5_other_matrices():
         p2, pc = T.optimum_gradient_moments(cfg, layer, frames="random")
         assert float(p2.values[0]) == pytest.approx(4.0679e-4, abs=5e-8)
         assert p2.multiplicities == (3,) and pc.multiplicities == (2,)
-        m2, mc = T.gradient_moments_from_means(st.M(layer), st.A(layer + 1), st.residuals())
-        for G, pr, mr in ((second, p2, m2), (cov, pc, mc)):
+        for G, pr in ((second, p2), (cov, pc)):
             w, Uw = eigh_desc(G)
             assert_spectrum(w, pr)
             assert_eigenspaces(w, Uw, pr)
-            assert_spectrum(w, mr)
-            assert_eigenspaces(w, Uw, mr)
 
 
 @pytest.mark.parametrize("cfg", [UFMConfig(K=3, n=5, d=7, L=4), UFMConfig(K=2, n=3, d=4, L=2, lambda_W=0.02, lambda_H=0.005)])
@@ -484,10 +431,6 @@ def test_feature_hessian(cfg):
     assert pred.multiplicities == (cfg.K**2 * cfg.n,)
     assert_spectrum(w, pred)
     assert_eigenspaces(w, U, pred)
-    st = T.class_mean_state(params, cfg)
-    means = T.feature_hessian_from_means(st.A(1), cfg.N)
-    assert_spectrum(w, means)
-    assert_eigenspaces(w, U, means)
 
 
 # ----------------------------------------------------------------------------- T6 (R7, full Hessian)
@@ -527,7 +470,7 @@ def test_t6_full_hessian_reference_numbers():
     assert_eigenspaces(wg, Ug, pg)
     assert float(wg[16].abs()) <= 1e-14
     # the outliers of the full Hessian lie in the Gauss-Newton outlier space (E only splits them)
-    assert projector_distance(pred.vectors, pg.vectors) <= SPACE_TOL
+    assert projector_distance(pred.eigenvectors, pg.eigenvectors) <= SPACE_TOL
     # all parameters, λ_H = λ_W: split ±Lλ
     Ha = dense_hessian(params, cfg, [0, 1, 2, 3, 4])
     assert Ha.shape == (204, 204)
@@ -631,7 +574,7 @@ def test_t7_class_mean_prediction_tracks_gradient_descent():
     params = UFMParams.from_tensors([x.detach() for x in ts])
     gap = float(regularised_loss(params, cfg)) - dnc_optimum(cfg).optimal_loss
     assert 0 < gap < 1e-2
-    st = T.class_mean_state(params, cfg)
+    st = UFMState(params, cfg).cpu64()
     X3 = forward(params).inputs[2]
     A4 = st.A(4)
     P, Q = A4.T @ A4, X3 @ X3.T / cfg.N
@@ -651,13 +594,13 @@ def test_t8_relu_kink_convention(c0):
     cfg = UFMConfig(K=3, n=4, d=6, L=4, activation="relu")
     params = construct_minimiser(cfg, frames="nonnegative")
     assert float(forward(params, "relu").preacts[2].min()) == 0.0  # exact kinks at the optimum
-    expected = {  # digest T8
+    expected = {  # independent float64 reference values
         0.0: {2: [(0.2364175, 3)], 3: [(0.2364175, 3)], 4: [(0.2364175, 9)]},
         0.5: {2: [(0.2364175, 3), (0.0147761, 6)], 3: [(0.2364175, 3), (0.0591044, 6)], 4: [(0.2364175, 9)]},
         1.0: {2: [(0.2364175, 9)], 3: [(0.2364175, 9)], 4: [(0.2364175, 9)]},
     }[c0]
     for layer in (1, 2, 3, 4):
-        kink = lambda tt, cfg_: T.fit_loss_with_kink(tt, cfg_, c0=c0)
+        kink = lambda tt, cfg_: fit_loss(tt, cfg_, relu_prime_at_zero=c0)
         H = layer_hessian(params, cfg, layer, loss=kink)
         w, U = eigh_desc(H)
         pred = T.relu_optimum_layer_hessian(cfg, layer, c0=c0)
@@ -684,23 +627,30 @@ def test_relu_r_power_law_other_config():
     for layer in (2, 4):
         pred = T.relu_optimum_layer_hessian(cfg, layer, c0=0.7)
         assert float(pred.values[1]) == pytest.approx(lam * 0.7 ** (2 * (5 - layer)), rel=1e-14)
-        H = layer_hessian(params, cfg, layer, loss=lambda tt, c: T.fit_loss_with_kink(tt, c, c0=0.7))
+        H = layer_hessian(params, cfg, layer, loss=lambda tt, c: fit_loss(tt, c, relu_prime_at_zero=0.7))
         w, U = eigh_desc(H)
         assert_spectrum(w, pred)
         assert_eigenspaces(w, U, pred)
 
 
-def test_relu_with_kink_derivatives():
+def test_forward_with_a_kink_convention_has_the_stated_derivatives():
+    """``forward(..., relu_prime_at_zero=c0)``: same values, first derivative c0 at 0, second 0."""
+    from ufmlib.model import relu_derivative
+
     for c0 in (0.0, 0.25, 1.0):
-        act = T.relu_with_kink(c0)
+        def act(x):
+            return forward([x[None, :], torch.eye(1, dtype=F64), torch.eye(1, dtype=F64)], "relu",
+                           relu_prime_at_zero=c0).logits[0]
+
         x = torch.tensor([-1.5, 0.0, 2.0], dtype=F64)
         assert torch.equal(act(x), torch.relu(x))
-        d1 = torch.func.vmap(torch.func.grad(act))(x)
+        d1 = torch.func.vmap(torch.func.grad(lambda t: act(t[None])[0]))(x)
         assert torch.equal(d1, torch.tensor([0.0, c0, 1.0], dtype=F64))
-        d2 = torch.func.vmap(torch.func.grad(torch.func.grad(act)))(x)
+        assert torch.equal(relu_derivative(x, c0), torch.tensor([0.0, c0, 1.0], dtype=F64))
+        d2 = torch.func.vmap(torch.func.grad(torch.func.grad(lambda t: act(t[None])[0])))(x)
         assert torch.equal(d2, torch.zeros(3, dtype=F64))
-    with pytest.raises(ValueError, match="c0"):
-        T.relu_with_kink(1.5)
+    with pytest.raises(ValueError, match="relu_prime_at_zero"):
+        forward([x[None, :], torch.eye(1, dtype=F64)], "relu", relu_prime_at_zero=1.5)
     with pytest.raises(ValueError, match="frames"):
         T.relu_optimum_layer_hessian(UFMConfig(K=3, n=4, d=6, L=4), 2, c0=0.5, frames="random")
 
@@ -726,19 +676,15 @@ def test_t9_ce_three_levels(K):
         assert closed.multiplicities == ((1,) if K == 2 else (1, K - 1, K * K - 3 * K + 1))
         H, w, U = layer_check(params, cfg, layer, T.layer_hessian_at(params, cfg, layer))
         assert_spectrum(w, closed)
-        st = T.class_mean_state(params, cfg)
-        formula = T.ce_layer_hessian_from_means(st.M(layer), st.A(layer + 1), st.logits)
-        assert_spectrum(w, formula)
-        assert_eigenspaces(w, U, formula)
 
 
-# ----------------------------------------------------------------------------- pitfalls (digest §10.1)
+# ----------------------------------------------------------------------------- pitfalls
 def test_pitfall_row_vs_column_major():
     cfg = UFMConfig(K=3, n=4, d=6, L=3)
     params = construct_minimiser(cfg, frames="random")
     H = layer_hessian(params, cfg, 2)
     pred = T.optimum_layer_hessian(cfg, 2, frames="random")
-    V = pred.vectors
+    V = pred.eigenvectors
     swapped = V.reshape(6, 6, 9).transpose(0, 1).reshape(36, 9)  # column-major vec = μ ⊗ a
     f = lambda v: float((v @ H @ v) ** 2 / ((v @ v) * (H @ v) @ (H @ v)))
     assert all(f(V[:, j]) == pytest.approx(1.0, abs=1e-12) for j in range(9))
@@ -771,13 +717,13 @@ def test_pitfall_degenerate_eigenspaces():
     pred = T.optimum_layer_hessian(cfg, 2, frames="random")
     lam = float(pred.values[0])
     Q, _ = torch.linalg.qr(torch.randn(9, 9, generator=torch.Generator().manual_seed(0), dtype=F64))
-    rotated = pred.vectors @ Q
+    rotated = pred.eigenvectors @ Q
     assert float((H @ rotated - lam * rotated).abs().max()) <= 1e-14  # still eigenvectors
-    best = (rotated.T @ pred.vectors).pow(2).max(dim=1).values  # best single-vector match
+    best = (rotated.T @ pred.eigenvectors).pow(2).max(dim=1).values  # best single-vector match
     assert float(best.min()) < 0.9
-    assert projector_distance(rotated, pred.vectors) <= 1e-14
+    assert projector_distance(rotated, pred.eigenvectors) <= 1e-14
     w, U = eigh_desc(H)
-    assert projector_distance(U[:, :9], pred.vectors) <= SPACE_TOL
+    assert projector_distance(U[:, :9], pred.eigenvectors) <= SPACE_TOL
 
 
 def test_pitfall_condition_violated():
@@ -793,14 +739,15 @@ def test_pitfall_condition_violated():
         with pytest.raises(T.NoDNCMinimiserError, match="no DNC minimiser"):
             call()
     assert issubclass(T.NoDNCMinimiserError, ValueError)
-    out = T.predict_all(cfg)
-    assert out["condition_holds"] is False and "no DNC minimiser" in out["message"] and "layers" not in out
+    out = predictions(cfg)
+    assert out["condition_holds"] is False and out["gamma"] is None and "layers" not in out
+    assert out["full_hessian_levels"] is None
 
 
-# ----------------------------------------------------------------------------- predict_all and arguments
-def test_predict_all_numbers_and_json():
+# ----------------------------------------------------------------------------- ufm predict and arguments
+def test_predictions_numbers_and_json():
     cfg = UFMConfig(K=4, n=3, d=6, L=4)
-    out = T.predict_all(cfg)
+    out = predictions(cfg)
     json.dumps(out, allow_nan=False)
     assert out["condition_holds"] is True
     lay = out["layers"][2]
@@ -814,10 +761,15 @@ def test_predict_all_numbers_and_json():
     assert levels == [(0.7677079, 6), (0.7077079, 10), (0.01, 54), (-0.01, 42)]
     assert [x["multiplicity"] for x in out["full_hessian_all_params"]["levels"][:3]] == [6, 10, 32]
     assert out["ce_critical_point"]["alpha"] > 0
-    ce = T.predict_all(UFMConfig(K=4, n=4, d=6, L=3, lambda_W=5e-3, lambda_H=5e-3))["ce_critical_point"]
+    ce = predictions(UFMConfig(K=4, n=4, d=6, L=3, lambda_W=5e-3, lambda_H=5e-3))["ce_critical_point"]
     assert ce["alpha"] == pytest.approx(5.8239, abs=5e-5)
     assert [x["multiplicity"] for x in ce["layer_hessian"]] == [1, 3, 5]
-    assert "ce_critical_point" not in T.predict_all(UFMConfig(K=3, n=4, d=6, L=3, lambda_W=0.01, lambda_H=0.02))
+    assert "ce_critical_point" not in predictions(UFMConfig(K=3, n=4, d=6, L=3, lambda_W=0.01, lambda_H=0.02))
+    # the outlier levels of the full Hessian: mλγ/(1-γ) ± (m-1)λ for a common λ, as eigenvalues of S and A
+    lam_out = dnc_optimum(cfg).layer_hessian_outlier[0]
+    assert [(x["kind"], x["multiplicity"]) for x in out["full_hessian_levels"]] == [("antisymmetric", 6), ("symmetric", 10)]
+    assert out["full_hessian_levels"][0]["level"] == pytest.approx(4 * lam_out + 3 * 0.01, rel=1e-13)
+    assert out["full_hessian_levels"][1]["level"] == pytest.approx(4 * lam_out - 3 * 0.01, rel=1e-13)
 
 
 def test_bad_arguments():
@@ -835,6 +787,6 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match="lambda_W"):
         T.ce_critical_layer_hessian(UFMConfig(K=3, n=4, d=6, L=3, lambda_W=0.01, lambda_H=0.02), 1)
     with pytest.raises(ValueError, match="c0"):
-        T.class_mean_state(construct_minimiser(cfg), cfg, c0=-0.1)
+        T.layer_hessian_at(construct_minimiser(cfg), cfg, 1, c0=-0.1)
     with pytest.raises(ValueError, match="dim"):
-        T.PredictedSpectrum(torch.tensor([1.0], dtype=F64), (2,)).expanded()
+        Spectrum.from_levels(torch.tensor([1.0], dtype=F64), (2,)).expanded()

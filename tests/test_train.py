@@ -31,7 +31,7 @@ def test_explicit_backward_equals_autograd(cfg):
 
 def test_gd_reaches_analytic_optimum_and_collapses():
     result = train(SMALL, lr=0.2, epochs=6000, snapshot_epochs=[0, 6000], progress=False,
-                   callback=lambda e, p: collapse_metrics(p, SMALL.K))
+                   callback=lambda e, p: collapse_metrics(p, SMALL))
     target = dnc_optimum(SMALL).optimal_loss
     assert abs(result.final_loss - target) / target <= 1e-8
     nc1_start = [m.nc1 for m in result.snapshots[0].value]

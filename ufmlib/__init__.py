@@ -1,14 +1,18 @@
 """ufmlib: the deep unconstrained feature model of Garrod & Keating (arXiv 2404.06106).
 
-Modules (one job each): ``config`` (validated model description), ``model`` (parameters,
-forward pass, losses), ``optimum`` (closed-form global minimiser, condition (2), CE critical
-point), ``train`` (full-batch gradient descent), ``collapse`` (neural-collapse metrics),
-``hessian``/``decompose``/``matrices`` (measured spectra), ``theory`` (predicted spectra),
-``alignment`` (eigenvector and gradient-alignment metrics), ``lanczos`` (iterative
-eigensolvers), ``dynamics`` (spectra along a training run), ``screening`` (ReLU seed
-screening), ``data``/``networks``/``analysis`` (real networks), ``plotting``, ``figures`` and
-``spectra_tables`` (figure and table assembly), ``provenance``, ``runtime`` (thread counts),
-``regenerate`` and ``cli`` (notebooks and the ``ufm`` command).
+The science, one job per module: ``config`` and ``validation`` (the validated model description
+and every argument check), ``model`` (parameters, forward pass, losses), ``state`` (one point
+with its forward pass and class means, computed once), ``spectrum`` (the one spectrum type),
+``optimum`` (closed-form global minimiser, condition (2), CE critical point), ``train``
+(full-batch gradient descent), ``collapse`` (neural-collapse metrics), ``autodiff``, ``hessian``,
+``full_hessian``, ``decompose`` and ``matrices`` (measured matrices), ``lanczos`` and ``slq``
+(iterative eigensolvers, spectral densities), ``theory`` (predicted spectra by result family),
+``levels`` and ``alignment`` (comparing spectra and eigenvectors), ``dynamics`` (spectra along a
+training run), ``screening`` (ReLU seed screening), ``data``, ``networks``, ``heads`` and
+``analysis`` (real networks), ``plotting`` (one figure style), ``runtime`` (thread counts) and
+``cli`` (``ufm predict``). ``notebook`` is what a chapter imports besides the science (glue,
+checks, agreement tables). The book machinery is the subpackage ``ufmlib.book``, which no
+science module imports.
 """
 
 from importlib.metadata import PackageNotFoundError, version

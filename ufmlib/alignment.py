@@ -1,4 +1,4 @@
-"""Spectral alignment metrics: eigenvector tests, gradient coefficients, overlaps (digest §6, §8.2).
+"""Spectral alignment metrics: eigenvector tests, gradient coefficients, overlaps.
 
 * :func:`class_mean_kronecker_basis` -- the normalised candidate eigenvectors
   ``b_{cc'} = μ̂_c^{(l+1)} ⊗ μ̂_{c'}^{(l)}`` of the layer Hessian (R2, v1 Thm 4.1), row-major vec.
@@ -12,9 +12,9 @@
 * :func:`orthonormal_basis`, :func:`subspace_overlap`, :func:`projector_distance` -- compare
   eigen*spaces*, never individual eigenvectors: with degenerate eigenvalues (all ``K²``
   outliers are equal at the optimum) the eigenvectors returned by ``eigh`` are an arbitrary
-  basis of the eigenspace, while the projector is unique (digest pitfall 4).
+  basis of the eigenspace, while the projector is unique.
 
-Use the **fit-term** gradient for every gradient metric (digest §6, pitfall 3): at the optimum
+Use the **fit-term** gradient for every gradient metric: at the optimum
 the total gradient (fit + weight decay) vanishes and near it is dominated by ``λW`` on the bulk.
 All computations are in float64.
 """
@@ -28,6 +28,8 @@ from typing import Callable
 
 import torch
 from torch import Tensor
+
+from .validation import check_int, check_matrix, check_rtol, f64
 
 __all__ = [
     "KroneckerBasis",
@@ -47,20 +49,14 @@ __all__ = [
 F64 = torch.float64
 
 
-def _f64(t: Tensor) -> Tensor:
-    return t.detach().to(dtype=F64, device="cpu")
-
-
 def _matrix(name: str, M) -> Tensor:
-    if not isinstance(M, Tensor) or M.ndim != 2:
-        raise ValueError(f"{name} must be a 2-D tensor; got {getattr(M, 'shape', type(M).__name__)}")
-    return _f64(M)
+    return f64(check_matrix(name, M))
 
 
 def _vector(name: str, v) -> Tensor:
     if not isinstance(v, Tensor) or v.ndim not in (1, 2):
         raise ValueError(f"{name} must be a vector or a matrix tensor; got {getattr(v, 'shape', type(v).__name__)}")
-    return _f64(v).reshape(-1)
+    return f64(v).reshape(-1)
 
 
 def _eigs(name: str, eigs) -> Tensor:
@@ -68,19 +64,11 @@ def _eigs(name: str, eigs) -> Tensor:
         eigs = torch.as_tensor(eigs, dtype=F64)
     if eigs.ndim != 1 or eigs.numel() == 0:
         raise ValueError(f"{name} must be a non-empty 1-D sequence of eigenvalues")
-    return torch.sort(_f64(eigs), descending=True).values
+    return torch.sort(f64(eigs), descending=True).values
 
 
 def _check_K(K) -> int:
-    if isinstance(K, bool) or not isinstance(K, int) or K < 1:
-        raise ValueError(f"K must be a positive integer; got {K!r}")
-    return K
-
-
-def _check_rtol(name: str, rtol) -> float:
-    if isinstance(rtol, bool) or not isinstance(rtol, Real) or not 0 < float(rtol) < 1:
-        raise ValueError(f"{name} must be a number in (0, 1); got {rtol!r}")
-    return float(rtol)
+    return check_int("K", K, 1)
 
 
 # ----------------------------------------------------------------------------- bases and coefficients
@@ -102,8 +90,7 @@ def class_mean_kronecker_basis(M_next: Tensor, M_this: Tensor) -> KroneckerBasis
 
     ``M_next`` (``d_out x K``) holds the class means of the output of ``W_l`` (the logit
     directions ``I_K`` for ``W_L``), ``M_this`` (``d_in x K``) those of its input. Each column
-    is normalised; row-major vec (digest §2.4: ``vec(a b^T) = a ⊗ b``; column-major would swap
-    the factors, pitfall 1).
+    is normalised; row-major vec (``vec(a b^T) = a ⊗ b``; column-major would swap the factors).
     """
     M_next, M_this = _matrix("M_next", M_next), _matrix("M_this", M_this)
     K = M_this.shape[1]
@@ -120,7 +107,7 @@ def class_mean_kronecker_basis(M_next: Tensor, M_this: Tensor) -> KroneckerBasis
 
 
 def gradient_coefficients(g: Tensor, basis: KroneckerBasis | Tensor) -> Tensor:
-    """``K x K`` table ``c_{cc'} = <b_{cc'}, g>²/||g||²`` (digest §6; R4, v1 Thm 4.3).
+    """``K x K`` table ``c_{cc'} = <b_{cc'}, g>²/||g||²`` (R4, v1 Thm 4.3).
 
     ``g`` is the (fit-term) gradient of ``W_l`` as a ``d_out x d_in`` matrix or its row-major
     vec; ``basis`` a :class:`KroneckerBasis` or a ``dim x K²`` matrix of unit columns ordered
@@ -141,19 +128,19 @@ def gradient_coefficients(g: Tensor, basis: KroneckerBasis | Tensor) -> Tensor:
 
 
 def top_overlap(g: Tensor, eigvecs: Tensor, k: int, *, eigvals: Tensor | None = None) -> float:
-    """Gur-Ari overlap ``f_top(k) = ||P_k g||²/||g||²`` (digest §6).
+    """Gur-Ari overlap ``f_top(k) = ||P_k g||²/||g||²`` (Gur-Ari et al. 2018).
 
     ``P_k`` projects on the span of the top ``k`` eigenvectors: the ``k`` columns of
     ``eigvecs`` with the largest ``eigvals`` if these are given, else its **first** ``k``
     columns (note that ``torch.linalg.eigh`` returns ascending eigenvalues). The columns are
     re-orthonormalised. With ``k`` cutting through a degenerate level the value depends on the
-    arbitrary basis inside it and is meaningless (digest §6); use ``k = K²`` for the linear UFM.
+    arbitrary basis inside it and is meaningless; use ``k = K²`` for the linear UFM.
     """
     V = _matrix("eigvecs", eigvecs)
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= V.shape[1]:
         raise ValueError(f"k must be an integer in 1..{V.shape[1]}; got {k!r}")
     if eigvals is not None:
-        w = _f64(torch.as_tensor(eigvals)).reshape(-1)
+        w = f64(torch.as_tensor(eigvals)).reshape(-1)
         if w.shape[0] != V.shape[1]:
             raise ValueError(f"eigvals must have one entry per column of eigvecs ({V.shape[1]}); got {w.shape[0]}")
         V = V[:, torch.argsort(w, descending=True)[:k]]
@@ -171,7 +158,7 @@ def top_overlap(g: Tensor, eigvecs: Tensor, k: int, *, eigvals: Tensor | None = 
 
 # ----------------------------------------------------------------------------- eigenvector tests
 def eigvec_test(H: Tensor | Callable[[Tensor], Tensor], v: Tensor) -> float:
-    """``f = (v^T H v)²/(||v||² ||H v||²)`` (v1 metric, digest §8.2): 1 iff ``v`` is an eigenvector.
+    """``f = (v^T H v)²/(||v||² ||H v||²)`` (the v1 metric): 1 iff ``v`` is an eigenvector.
 
     ``H`` is a dense symmetric matrix or a Hessian-vector product ``v ↦ H v``. ``f`` is the
     squared cosine between ``v`` and ``Hv``; it is ``nan`` when ``Hv = 0`` (``v`` in the null
@@ -181,7 +168,7 @@ def eigvec_test(H: Tensor | Callable[[Tensor], Tensor], v: Tensor) -> float:
     if float(v @ v) == 0.0:
         raise ValueError("v must be non-zero")
     if callable(H) and not isinstance(H, Tensor):
-        Hv = _f64(H(v)).reshape(-1)
+        Hv = f64(H(v)).reshape(-1)
     else:
         Hm = _matrix("H", H)
         if Hm.shape != (v.shape[0], v.shape[0]):
@@ -196,7 +183,7 @@ def eigvec_test(H: Tensor | Callable[[Tensor], Tensor], v: Tensor) -> float:
 def kronecker_eigvec_test(P: Tensor, Q: Tensor, M_next: Tensor, M_this: Tensor) -> Tensor:
     """``K x K`` table of ``f_{cc'}`` for ``Hess_l = P ⊗ Q`` and ``v = μ_c^{(l+1)} ⊗ μ_{c'}^{(l)}``.
 
-    ``P = A^{(l+1)T} A^{(l+1)}``, ``Q = Σ^{(l)}`` (digest §2.4, §8.2). With
+    ``P = A^{(l+1)T} A^{(l+1)}``, ``Q = Σ^{(l)}`` (R2, v1 Thm 4.1). With
     ``M = μ_c μ_{c'}^T`` one has ``H v = vec(P M Q)``; since ``P M Q = (Pμ_c)(Qμ_{c'})^T`` the
     metric factorises, ``f_{cc'} = cos²(μ_c, Pμ_c) · cos²(μ_{c'}, Qμ_{c'})``, so the table costs
     two matrix products. Entries are ``nan`` where ``Pμ_c`` or ``Qμ_{c'}`` vanishes.
@@ -219,7 +206,7 @@ def kronecker_eigvec_test(P: Tensor, Q: Tensor, M_next: Tensor, M_this: Tensor) 
 
 # ----------------------------------------------------------------------------- shape of the top
 def outlier_equalisation(eigs, K: int) -> float:
-    """``max/min`` of the top ``K²`` eigenvalues (digest §8.2): 1 when the outliers are equal.
+    """``max/min`` of the top ``K²`` eigenvalues: 1 when the outliers are equal.
 
     ``inf`` if the smallest of them is ``<= 0``.
     """
@@ -233,7 +220,7 @@ def outlier_equalisation(eigs, K: int) -> float:
 
 
 def outlier_gap(eigs, K: int, *, floor: float = 1e-300) -> float:
-    """``λ_{K²}/λ_{K²+1}`` (digest §8.2); ``inf`` when ``λ_{K²+1} <= floor`` (zero or negative bulk)."""
+    """``λ_{K²}/λ_{K²+1}``; ``inf`` when ``λ_{K²+1} <= floor`` (zero or negative bulk)."""
     K = _check_K(K)
     w = _eigs("eigs", eigs)
     if w.shape[0] <= K * K:
@@ -257,7 +244,7 @@ def count_outliers(
     separated outliers). ``floor`` must sit between the smallest eigenvalue to be called an
     outlier and the bulk: too small a floor lets the step from a small bulk down to exact zeros
     win. Examples (default floor): ``K²`` equal outliers over an exactly zero bulk give ``K²``;
-    the ReLU kink spectrum ``3 ×0.236, 6 ×0.0148, 0`` (T8, ``c0 = ½``, layer 2) gives 9 (ratio
+    the ReLU kink spectrum ``3 ×0.236, 6 ×0.0148, 0`` (R8, ``c0 = ½``, layer 2) gives 9 (ratio
     ``0.0148/2.4e-4 = 62 > 16``). ``rule="threshold"``: the number of eigenvalues
     ``> threshold``.
     """
@@ -268,7 +255,7 @@ def count_outliers(
         return int((w > threshold).sum())
     if rule != "ratio_gap":
         raise ValueError(f"rule must be 'ratio_gap' or 'threshold'; got {rule!r}")
-    floor = _check_rtol("floor", floor)
+    floor = check_rtol(floor, name="floor")
     if isinstance(min_ratio, bool) or not isinstance(min_ratio, Real) or min_ratio <= 1:
         raise ValueError(f"min_ratio must be a number > 1; got {min_ratio!r}")
     top = float(w[0])
@@ -287,7 +274,7 @@ def count_outliers(
 def orthonormal_basis(U: Tensor, *, rtol: float = 1e-10) -> Tensor:
     """Orthonormal basis of the column span of ``U`` (SVD; singular values ``<= rtol σ_max`` dropped)."""
     U = _matrix("U", U)
-    rtol = _check_rtol("rtol", rtol)
+    rtol = check_rtol(rtol, name="rtol")
     if U.shape[1] == 0:
         return U
     Q, S, _ = torch.linalg.svd(U, full_matrices=False)
@@ -297,12 +284,12 @@ def orthonormal_basis(U: Tensor, *, rtol: float = 1e-10) -> Tensor:
 
 
 def subspace_overlap(U: Tensor, V: Tensor, *, rtol: float = 1e-10) -> float:
-    """``||Q_U^T Q_V||_F² / k_U = tr(P_U P_V)/k_U ∈ [0, 1]`` (digest §8.2).
+    """``||Q_U^T Q_V||_F² / k_U = tr(P_U P_V)/k_U ∈ [0, 1]``.
 
     ``Q_U``, ``Q_V`` are orthonormal bases of the spans (``k_U = rank U``). It is the average
     squared cosine of the principal angles: the fraction of ``span U`` inside ``span V``;
     1 iff ``span U ⊆ span V`` (equal spans for equal ranks). It depends only on the projectors,
-    so any basis of a degenerate eigenspace gives the same value (pitfall 4).
+    so any basis of a degenerate eigenspace gives the same value.
     """
     QU, QV = orthonormal_basis(U, rtol=rtol), orthonormal_basis(V, rtol=rtol)
     if QU.shape[0] != QV.shape[0]:

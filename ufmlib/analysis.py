@@ -1,6 +1,6 @@
 """Deep neural collapse and Hessian outliers in trained classifiers, predicted from class means.
 
-The paper's v2/v3 claim (digest §1.2, §1.3, §10 T10) is that what the deep UFM proves at its
+The paper's v2/v3 claim (its abstracts) is that what the deep UFM proves at its
 global minimiser (R2, v1 Thm 4.1; R4, v1 Thm 4.3; R5, v1 Thm 4.4) is also what one measures
 in the last layers of a *real* trained classifier: the layer-wise Hessian of each of the last
 ``L`` layers has ``K²`` outliers whose eigenvectors are class-mean Kronecker products, the
@@ -12,19 +12,19 @@ repeats it along training.
 What is measured for head layer ``l`` (weight ``W_l``, ``d_out x d_in``), with ``X_l`` the
 input features of the layer, captured by forward hooks, and ``N`` samples in class order:
 
-* **Collapse** (digest §3.1, §8.1; :mod:`ufmlib.collapse`): NC1 ``tr(Σ_W Σ_B^†)/K`` and its
+* **Collapse** (:mod:`ufmlib.collapse`): NC1 ``tr(Σ_W Σ_B^†)/K`` and its
   relative variant of ``X_l``; NC2 against the simplex ETF and against the orthogonal frame of
   the bias-free MSE optimum; DNC3 ``||W_l(I - P_{M_l})||_F/||W_l||_F``; NC3 self-duality for
   the last layer; NC1 of the next features.
-* **Layer Hessian** of the **fit term** ``ℓ`` only (pitfall 2) with respect to ``vec(W_l)``
-  (row-major, ``vec(a b^T) = a ⊗ b``, digest §2.4), dense and exact: ``torch.func`` jvp-of-grad
+* **Layer Hessian** of the **fit term** ``ℓ`` only (not the regularised loss) with respect to
+  ``vec(W_l)`` (row-major, ``vec(a b^T) = a ⊗ b``), dense and exact: ``torch.func`` jvp-of-grad
   through :func:`torch.func.functional_call` with only this weight replaced, applied to the
   identity basis with ``vmap``; then ``eigh``. Head layers are small (``d_out d_in`` up to a
   few thousand).
 * **Outlier count** by :func:`ufmlib.alignment.count_outliers` (``rule="ratio_gap"``: the
   largest ratio ``λ_i/λ_{i+1}`` after clipping the spectrum at ``floor·λ_max``, default
   ``floor = 1e-3``; no knowledge of ``K`` is used), and ``λ_{K²}/λ_{K²+1}``.
-* **Eigenvector test** ``f_{cc'} = (v^T H v)²/(||v||²||Hv||²)`` (digest §8.2) for two families
+* **Eigenvector test** ``f_{cc'} = (v^T H v)²/(||v||²||Hv||²)`` (the v1 metric) for two families
   of ``K²`` candidate vectors, and the overlap ``||U^T V||_F²/K²`` of the measured top-``K²``
   eigenspace ``U`` with their span ``V`` (:func:`ufmlib.alignment.subspace_overlap`):
 
@@ -40,23 +40,24 @@ input features of the layer, captured by forward hooks, and ``N`` samples in cla
     downstream Jacobian ``B̄ = Av_i ∂z_i/∂h^{(l+1)}_i`` (``K x d_out``; measured by autograd
     through a hook on the layer's output). For the linear head this is exactly
     ``A^{(l+1)} = W_L⋯W_{l+1}``, and the linear MSE layer Hessian is
-    ``(A^{(l+1)T}A^{(l+1)}) ⊗ Σ^{(l)}`` at *every* point (digest §2.4), so these are its
+    ``(A^{(l+1)T}A^{(l+1)}) ⊗ Σ^{(l)}`` at *every* point (R2), so these are its
     eigenvectors as soon as the features collapse (DNC1) onto orthogonal class means and the
-    rows ``a_c`` are orthogonal (digest §4.1, general version). At DNC (DNC3) ``a_c ∝ μ_c^{(l+1)}``,
+    rows ``a_c`` are orthogonal (R2 in its class-mean form). At DNC (DNC3) ``a_c ∝ μ_c^{(l+1)}``,
     so both families span the same space.
-* **Predicted eigenvalues** from the measured class means: ``‖a_c‖²‖μ_{c'}‖²/K`` (digest §4.1,
-  general DNC-point version, MSE; sorted), and the top ``K²`` eigenvalues of the DNC1
+* **Predicted eigenvalues** from the measured class means: ``‖a_c‖²‖μ_{c'}‖²/K`` (R2 at a
+  general DNC point, MSE; sorted), and the top ``K²`` eigenvalues of the DNC1
   class-mean Hessian ``(1/K)Σ_c (B_c^T Q_c B_c) ⊗ μ_cμ_c^T``
   (:func:`ufmlib.theory.layer_hessian_from_means`; ``B_c`` class-averaged downstream Jacobians,
   ``Q_c = I`` for MSE, the softmax Hessian at the class-mean logits for CE), against the
   measured top ``K²``.
-* **Gradient alignment** (digest §6; Gur-Ari et al. 2018): the fit-term gradient ``g`` (pitfall
-  3) and ``||P_k g||²/||g||²`` for the top ``k = K²`` and ``k = K`` eigenvectors, and the
+* **Gradient alignment** (Gur-Ari et al. 2018): the fit-term gradient ``g`` (not of the
+  regularised loss) and ``||P_k g||²/||g||²`` for the top ``k = K²`` and ``k = K`` eigenvectors, and the
   ``K x K`` table ``c_{cc'}`` in the normalised ``means`` basis (``I_K/K`` at the UFM optimum).
 * **Weights**: singular values of ``W_l`` (``K`` dominant ones, R5).
 * **Whole head**: optionally (``lanczos_k``) the top eigenvalues of the fit-term Hessian over
-  all head weights jointly (digest §5, R7) by block Lanczos
-  (:func:`ufmlib.lanczos.top_eigenpairs`) on Hessian-vector products.
+  all head weights jointly (R7) by block Lanczos
+  (:func:`ufmlib.lanczos.top_eigenpairs`) on Hessian-vector products; the result says whether
+  the solve converged.
 
 Everything is computed on a float64 deep copy of the model in ``eval()`` mode (so that
 batch-norm uses its running statistics, dropout is off and samples do not interact), on the
@@ -92,7 +93,7 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass, field
-from numbers import Integral, Real
+from numbers import Integral
 from typing import Any, Iterable, Sequence
 
 import numpy as np
@@ -109,11 +110,14 @@ from .alignment import (
     subspace_overlap,
     top_overlap,
 )
+from .autodiff import dense_hessian
 from .collapse import class_means, dnc3_alignment, nc1, nc1_relative, nc2_etf, nc2_orthogonal, nc3_self_duality
-from .hessian import dense_hessian, load_forward_ad
-from .lanczos import top_eigenpairs
+from .heads import capture_features, downstream_jacobians, head_top_eigenpairs, infer_activation, resolve_head
+from .model import logit_hessians
 from .networks import model_at, network_fit_loss
+from .spectrum import Spectrum
 from .theory import layer_hessian_from_means
+from .validation import check_int
 
 __all__ = [
     "HeadLayerAnalysis",
@@ -143,11 +147,15 @@ class HeadLayerAnalysis:
     ``nc3`` is only defined for the last layer (``None`` otherwise). ``downstream_jacobian``:
     ``B̄ = Av_i ∂z_i/∂h_i^{(l+1)}`` (``K x d_out``), whose rows are the ``a_c``
     (``A^{(l+1)} = W_L⋯W_{l+1}`` for a linear head, ``I_K`` for the last layer).
+    ``next_features`` records which features played ``μ^{(l+1)}``: ``"post"`` (the next head
+    layer's input), ``"pre"`` (this layer's own output; chosen, or the fall-back when the next
+    layer's input has another shape) or ``"logits"`` (the last layer, with ``"post"``).
     """
 
     name: str
     index: int
     shape: tuple[int, int]
+    next_features: str
     nc1: float
     nc1_relative: float
     nc2_etf: float
@@ -191,7 +199,8 @@ class HeadLayerAnalysis:
         """JSON-friendly scalars and short lists (no eigenvectors)."""
         K2 = self.K**2
         out = {
-            "name": self.name, "index": self.index, "shape": list(self.shape), "nc1": self.nc1,
+            "name": self.name, "index": self.index, "shape": list(self.shape), "next_features": self.next_features,
+            "nc1": self.nc1,
             "nc1_relative": self.nc1_relative, "nc2_etf": self.nc2_etf, "nc2_orthogonal": self.nc2_orthogonal,
             "dnc3": self.dnc3, "nc3": self.nc3, "nc1_next": self.nc1_next, "num_outliers": self.num_outliers,
             "gap_at_K2": self.gap_at_K2, "equalisation": self.equalisation,
@@ -212,25 +221,44 @@ class HeadLayerAnalysis:
 class ClassifierAnalysis:
     """Result of :func:`analyze_classifier`.
 
-    ``layers[l-1]`` analyses head layer ``l``. ``activation``: the activation found between head
-    layers (``"linear"``, ``"relu"``; ``"n/a"`` for one layer; ``"other"`` if neither fits).
+    ``layers[l-1]`` analyses head layer ``l``. ``activation``: the activation between head layers
+    used for the analysis (the one given, else the one found); ``activation_found``: what the
+    captured features look like (``"linear"``, ``"relu"``; ``"n/a"`` for one layer; ``"other"``
+    if neither fits). ``next_features``: the choice asked for (each layer records what it used).
     ``fit_loss``: ``ℓ`` on the given data; ``accuracy``: argmax agreement with the labels.
-    ``head_eigenvalues`` / ``head_residual_norms``: Lanczos top eigenvalues of the fit-term
-    Hessian over all head weights and their residuals ``||Hv - θv||`` (``None`` unless
-    ``lanczos_k``); ``head_dim``: the number of head weights.
+    ``floor``: the clipping level of the outlier count. ``head``: the Lanczos top eigenpairs of
+    the fit-term Hessian over all head weights (a :class:`ufmlib.spectrum.Spectrum` with
+    ``converged`` and residuals; ``None`` unless ``lanczos_k``); ``head_dim``: the number of head
+    weights.
     """
 
     K: int
     N: int
     loss: str
     activation: str
+    activation_found: str
     next_features: str
     layers: tuple[HeadLayerAnalysis, ...]
     fit_loss: float
     accuracy: float
     head_dim: int
-    head_eigenvalues: Tensor | None = field(default=None, repr=False)
-    head_residual_norms: Tensor | None = field(default=None, repr=False)
+    floor: float
+    head: Spectrum | None = field(default=None, repr=False)
+
+    @property
+    def head_eigenvalues(self) -> Tensor | None:
+        """The head's top eigenvalues (float64, CPU), or ``None``."""
+        return None if self.head is None else _cpu(self.head.eigenvalues)
+
+    @property
+    def head_residual_norms(self) -> Tensor | None:
+        """``||Hv - θv||`` of the head's top eigenpairs, or ``None``."""
+        return None if self.head is None else _cpu(self.head.residual_norms)
+
+    @property
+    def head_converged(self) -> bool | None:
+        """Whether the head's Lanczos solve converged (``None`` without one)."""
+        return None if self.head is None else self.head.converged
 
     def layer(self, key: int | str) -> HeadLayerAnalysis:
         """Head layer by 1-based index ``l`` (negative counts from the end) or module name."""
@@ -251,9 +279,10 @@ class ClassifierAnalysis:
     def as_dict(self) -> dict:
         return {
             "K": self.K, "N": self.N, "loss": self.loss, "activation": self.activation,
-            "next_features": self.next_features, "fit_loss": self.fit_loss, "accuracy": self.accuracy,
-            "head_dim": self.head_dim,
+            "activation_found": self.activation_found, "next_features": self.next_features,
+            "fit_loss": self.fit_loss, "accuracy": self.accuracy, "head_dim": self.head_dim, "floor": self.floor,
             "head_eigenvalues": None if self.head_eigenvalues is None else self.head_eigenvalues.tolist(),
+            "head_converged": self.head_converged,
             "layers": [a.as_dict() for a in self.layers],
         }
 
@@ -275,7 +304,7 @@ class AnalysisSeries:
         if not self.results:
             return np.zeros(0)
         first = self.results[0]
-        if hasattr(first, attribute) and attribute not in ("layers", "layer"):
+        if hasattr(first, attribute) and attribute not in ("layers", "layer", "next_features"):
             vals = [getattr(r, attribute) for r in self.results]
         else:
             if not hasattr(first.layer(layer), attribute):
@@ -287,113 +316,8 @@ class AnalysisSeries:
 
 
 # ----------------------------------------------------------------------------- helpers
-def _resolve_head(model: nn.Module, head_layers) -> list[str]:
-    if isinstance(head_layers, (str, nn.Module)) or not isinstance(head_layers, Iterable):
-        raise ValueError("head_layers must be a list of module names or modules")
-    head_layers = list(head_layers)
-    if not head_layers:
-        raise ValueError("head_layers must name at least one layer")
-    modules = dict(model.named_modules())
-    names_by_id = {id(m): n for n, m in model.named_modules()}
-    names = []
-    for i, h in enumerate(head_layers):
-        if isinstance(h, str):
-            if h not in modules or h == "":
-                raise ValueError(f"head_layers[{i}] = {h!r} is not the name of a submodule of model")
-            name = h
-        elif isinstance(h, nn.Module):
-            if id(h) not in names_by_id or names_by_id[id(h)] == "":
-                raise ValueError(f"head_layers[{i}] is not a submodule of model")
-            name = names_by_id[id(h)]
-        else:
-            raise ValueError(f"head_layers[{i}] must be a module name or a module; got {type(h).__name__}")
-        w = getattr(modules[name], "weight", None)
-        if not isinstance(w, Tensor) or w.ndim != 2:
-            raise ValueError(f"head_layers[{i}] ({name!r}) must have a 2-D weight (e.g. nn.Linear)")
-        names.append(name)
-    if len(set(names)) != len(names):
-        raise ValueError(f"head_layers must be distinct; got {names}")
-    return names
-
-
-def _capture(model: nn.Module, names: list[str], x: Tensor) -> tuple[list[Tensor], list[Tensor], Tensor]:
-    """Inputs and outputs of every head layer (``(N, d)`` each) and the model output."""
-    modules = dict(model.named_modules())
-    ins: dict[str, Tensor] = {}
-    outs: dict[str, Tensor] = {}
-
-    def hook(name):
-        def fn(mod, args, out):
-            if name in ins:
-                raise ValueError(f"head layer {name!r} is called more than once in one forward pass")
-            ins[name], outs[name] = args[0].detach(), out.detach()
-        return fn
-
-    handles = [modules[n].register_forward_hook(hook(n)) for n in names]
-    try:
-        with torch.no_grad():
-            z = model(x)
-    finally:
-        for h in handles:
-            h.remove()
-    for n in names:
-        if n not in ins:
-            raise ValueError(f"head layer {n!r} was not called by model(x)")
-        if ins[n].ndim != 2 or outs[n].ndim != 2:
-            raise ValueError(f"head layer {n!r} must map (N, d_in) features to (N, d_out); "
-                             f"got {tuple(ins[n].shape)} -> {tuple(outs[n].shape)}")
-    if not isinstance(z, Tensor) or z.ndim != 2:
-        raise ValueError(f"model(x) must return (N, K) logits; got {getattr(z, 'shape', type(z).__name__)}")
-    return [ins[n] for n in names], [outs[n] for n in names], z.detach()
-
-
-def _infer_activation(ins: list[Tensor], outs: list[Tensor]) -> str:
-    if len(ins) == 1:
-        return "n/a"
-    found = set()
-    for out, nxt in zip(outs[:-1], ins[1:]):
-        if out.shape != nxt.shape:
-            return "other"
-        tol = 1e-10 * max(float(out.abs().max()), 1e-300)
-        if float((out - nxt).abs().max()) <= tol:
-            found.add("linear")
-        elif float((torch.relu(out) - nxt).abs().max()) <= tol:
-            found.add("relu")
-        else:
-            return "other"
-    if found == {"linear", "relu"}:  # a ReLU whose inputs happen to be non-negative looks linear
-        return "relu"
-    return found.pop()
-
-
-def _downstream_jacobians(model: nn.Module, name: str, x: Tensor, K: int, d_out: int) -> Tensor:
-    """``B_i = ∂z_i/∂h_i`` for the output ``h`` of layer ``name``: ``(N, K, d_out)``.
-
-    A hook adds a zero perturbation ``δ`` to the layer's output; row ``k`` of every ``B_i`` is
-    ``∂(Σ_i z_{ik})/∂δ_i`` (samples do not interact in eval mode): ``K`` backward passes.
-    """
-    module = dict(model.named_modules())[name]
-    delta = torch.zeros(x.shape[0], d_out, dtype=x.dtype, device=x.device, requires_grad=True)
-    handle = module.register_forward_hook(lambda mod, args, out: out + delta)
-    try:
-        with torch.enable_grad():
-            z = model(x)
-            rows = [torch.autograd.grad(z[:, k].sum(), delta, retain_graph=k < K - 1, allow_unused=True)[0]
-                    for k in range(K)]
-    finally:
-        handle.remove()
-    rows = [torch.zeros_like(delta) if r is None else r for r in rows]
-    return torch.stack(rows, dim=1).detach()
-
-
 def _cpu(t: Tensor) -> Tensor:
     return t.detach().to(dtype=F64, device="cpu")
-
-
-def _check_int(name: str, value, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, Integral) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}")
-    return int(value)
 
 
 # ----------------------------------------------------------------------------- main entry
@@ -449,22 +373,22 @@ def analyze_classifier(
     if next_features not in ("post", "pre"):
         raise ValueError(f"next_features must be 'post' or 'pre'; got {next_features!r}")
     if lanczos_k is not None:
-        lanczos_k = _check_int("lanczos_k", lanczos_k)
-    seed = _check_int("seed", seed, 0)
+        lanczos_k = check_int("lanczos_k", lanczos_k, 1)
+    seed = check_int("seed", seed, 0)
     if chunk_size is not None:
-        chunk_size = _check_int("chunk_size", chunk_size)
-    if isinstance(floor, bool) or not isinstance(floor, Real) or not 0 < floor < 1:
+        chunk_size = check_int("chunk_size", chunk_size, 1)
+    if isinstance(floor, bool) or not isinstance(floor, (int, float)) or not 0 < floor < 1:
         raise ValueError(f"floor must be a number in (0, 1); got {floor!r}")
     labels_cpu = labels.detach().to("cpu", dtype=torch.long)
     if int(labels_cpu.min()) < 0:
         raise ValueError("labels must be >= 0")
-    K = int(labels_cpu.max()) + 1 if K is None else _check_int("K", K, 2)
+    K = int(labels_cpu.max()) + 1 if K is None else check_int("K", K, 2)
     if int(labels_cpu.max()) >= K:
         raise ValueError(f"labels must lie in 0..K-1 = 0..{K - 1}")
     counts = torch.bincount(labels_cpu, minlength=K)
     if int(counts.min()) == 0 or bool((counts != counts[0]).any()):
         raise ValueError(f"labels must be balanced over the K = {K} classes; got counts {counts.tolist()}")
-    names = _resolve_head(model, head_layers)
+    names = resolve_head(model, head_layers)
     named = dict(model.named_modules())
     head_dim = sum(named[n].weight.numel() for n in names)
     if lanczos_k is not None and lanczos_k > head_dim:
@@ -483,10 +407,10 @@ def analyze_classifier(
     y = labels_cpu[order].to(device)
     N = x.shape[0]
 
-    ins, outs, logits = _capture(net, names, x)
+    ins, outs, logits = capture_features(net, names, x)
     if logits.shape != (N, K):
         raise ValueError(f"model(x) must return (N, K) = ({N}, {K}) logits; got {tuple(logits.shape)}")
-    found = _infer_activation(ins, outs)
+    found = infer_activation(ins, outs)
     if activation is not None and found not in ("n/a", activation) and not (found == "linear" and activation == "relu"):
         raise ValueError(f"activation={activation!r} contradicts the captured head features (they look {found!r})")
     act = activation if activation is not None and found != "n/a" else found
@@ -499,25 +423,28 @@ def analyze_classifier(
     layers = []
     for l, name in enumerate(names, start=1):
         if l == L:
+            used = "logits" if next_features == "post" else "pre"
             X_next = logits if next_features == "post" else outs[l - 1]
         else:
+            # the next layer's input has another shape than this layer's output (something other
+            # than an elementwise activation sits between them): fall back to the output itself
             post = next_features == "post" and ins[l].shape == outs[l - 1].shape
+            used = "post" if post else "pre"
             X_next = ins[l] if post else outs[l - 1]
         layers.append(_analyze_layer(net, x, y, name=name, index=l, last=l == L, K=K, loss=loss, X_in=ins[l - 1],
-                                     X_next=X_next, logits=logits, floor=floor, keep_vectors=keep_vectors,
-                                     chunk=chunk))
-    head_eigs = head_res = None
+                                     X_next=X_next, next_used=used, logits=logits, floor=floor,
+                                     keep_vectors=keep_vectors, chunk=chunk))
+    head = None
     if lanczos_k is not None:
-        head_eigs, head_res = _head_top_eigenvalues(net, names, x, y, loss=loss, k=lanczos_k, seed=seed)
+        head = head_top_eigenpairs(net, names, x, y, loss=loss, k=lanczos_k, seed=seed)
     return ClassifierAnalysis(
-        K=K, N=N, loss=loss, activation=act, next_features=next_features, layers=tuple(layers),
-        fit_loss=fit, accuracy=accuracy, head_dim=head_dim, head_eigenvalues=head_eigs,
-        head_residual_norms=head_res,
+        K=K, N=N, loss=loss, activation=act, activation_found=found, next_features=next_features,
+        layers=tuple(layers), fit_loss=fit, accuracy=accuracy, head_dim=head_dim, floor=float(floor), head=head,
     )
 
 
 def _analyze_layer(net: nn.Module, x: Tensor, y: Tensor, *, name: str, index: int, last: bool, K: int, loss: str,
-                   X_in: Tensor, X_next: Tensor, logits: Tensor, floor: float, keep_vectors: bool,
+                   X_in: Tensor, X_next: Tensor, next_used: str, logits: Tensor, floor: float, keep_vectors: bool,
                    chunk: int) -> HeadLayerAnalysis:
     """All measurements of one head layer (see the module doc); ``net`` is the float64 eval copy."""
     W = dict(net.named_modules())[name].weight.detach()
@@ -542,13 +469,10 @@ def _analyze_layer(net: nn.Module, x: Tensor, y: Tensor, *, name: str, index: in
     k2 = min(K * K, dim)
 
     # downstream Jacobians and the predictions from class means
-    B = _cpu(_downstream_jacobians(net, name, x, K, d_out))  # (N, K, d_out)
+    B = _cpu(downstream_jacobians(net, name, x, K, d_out))  # (N, K, d_out)
     Bc = B.reshape(K, N // K, K, d_out).mean(dim=1)  # class-averaged B_c, (K, K, d_out)
     Bbar = B.mean(dim=0)  # (K, d_out), rows a_c
-    Q = None
-    if loss == "ce":
-        P = torch.softmax(class_means(_cpu(logits).T, K), dim=0)
-        Q = [torch.diag(P[:, c]) - torch.outer(P[:, c], P[:, c]) for c in range(K)]
+    Q = list(logit_hessians(class_means(_cpu(logits).T, K), "ce")) if loss == "ce" else None
     predicted = layer_hessian_from_means(M_in, list(Bc), Q=Q).expanded(dim)[:k2]
     general = None
     if loss == "mse":
@@ -578,7 +502,7 @@ def _analyze_layer(net: nn.Module, x: Tensor, y: Tensor, *, name: str, index: in
         coeffs = torch.full((K, K), math.nan, dtype=F64)
 
     return HeadLayerAnalysis(
-        name=name, index=index, shape=(d_out, d_in),
+        name=name, index=index, shape=(d_out, d_in), next_features=next_used,
         nc1=nc1(Xc, K), nc1_relative=nc1_relative(Xc, K), nc2_etf=nc2_etf(M_in),
         nc2_orthogonal=nc2_orthogonal(M_in), dnc3=dnc3_alignment(Wc, M_in),
         nc3=nc3_self_duality(Wc, M_in) if last and d_out == K else None, nc1_next=nc1(Xn, K),
@@ -590,33 +514,6 @@ def _analyze_layer(net: nn.Module, x: Tensor, y: Tensor, *, name: str, index: in
         gradient_coefficients=coeffs, singular_values=torch.linalg.svdvals(Wc), downstream_jacobian=Bbar,
         top_vectors=U.clone() if keep_vectors else None,
     )
-
-
-def _head_top_eigenvalues(net: nn.Module, names: list[str], x: Tensor, y: Tensor, *, loss: str, k: int,
-                          seed: int) -> tuple[Tensor, Tensor]:
-    """Top ``k`` eigenvalues (and residual norms) of the fit-term Hessian over all head weights.
-
-    Block Lanczos (:func:`ufmlib.lanczos.top_eigenpairs`) on ``v ↦ ∇²ℓ v`` (jvp of grad through
-    :func:`torch.func.functional_call`); the flat parameter is ``[vec(W_1); ...; vec(W_L)]``.
-    """
-    modules = dict(net.named_modules())
-    pnames = [f"{n}.weight" for n in names]
-    shapes = [modules[n].weight.shape for n in names]
-    sizes = [modules[n].weight.numel() for n in names]
-    theta = torch.cat([modules[n].weight.detach().reshape(-1) for n in names])
-
-    def f(t: Tensor) -> Tensor:
-        parts = {p: s.reshape(shape) for p, s, shape in zip(pnames, torch.split(t, sizes), shapes)}
-        return network_fit_loss(functional_call(net, parts, (x,)), y, loss)
-
-    grad = torch.func.grad(f)
-
-    def matvec(v: Tensor) -> Tensor:
-        return torch.func.jvp(grad, (theta,), (v,))[1]
-
-    load_forward_ad()
-    res = top_eigenpairs(matvec, dim=theta.numel(), k=k, seed=seed, dtype=F64, device=theta.device)
-    return _cpu(res.eigenvalues), _cpu(res.residual_norms)
 
 
 def analyze_checkpoints(
@@ -637,7 +534,7 @@ def analyze_checkpoints(
     if "head_layers" not in kwargs:
         raise ValueError("head_layers is required")
     kwargs = dict(kwargs)
-    kwargs["head_layers"] = _resolve_head(model, kwargs["head_layers"])
+    kwargs["head_layers"] = resolve_head(model, kwargs["head_layers"])
     epochs, results = [], []
     for i, cp in enumerate(checkpoints):
         if hasattr(cp, "epoch") and hasattr(cp, "value"):

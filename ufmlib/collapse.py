@@ -1,19 +1,22 @@
-"""Neural-collapse metrics per layer (digest §3.1, §8.1).
+"""Neural-collapse metrics per layer.
 
 Every function takes features as a ``d x N`` matrix whose columns are in class order
 (``n`` samples of class 1, then class 2, ...), the project's convention. Which variant of each
-metric the paper plots is not known (digest §8.1); each docstring names the variant used here
-and the paper it comes from.
+metric the paper plots is not stated in its public versions; each docstring names the variant
+used here and the paper it comes from (references.bib).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 from torch import Tensor
 
-from .model import UFMParams, forward
+from .config import UFMConfig
+from .model import class_means
+from .state import UFMState, state_of
 
 __all__ = [
     "class_means",
@@ -34,11 +37,6 @@ def _split(X: Tensor, K: int) -> Tensor:
     if N % K:
         raise ValueError(f"K must divide the number of columns N = {N}; got K = {K}")
     return X.reshape(d, K, N // K)
-
-
-def class_means(X: Tensor, K: int) -> Tensor:
-    """Class means ``M = [μ_1, ..., μ_K]`` (``d x K``) of class-ordered features ``X``."""
-    return _split(X, K).mean(dim=2)
 
 
 def within_between_covariances(X: Tensor, K: int) -> tuple[Tensor, Tensor]:
@@ -133,11 +131,14 @@ class LayerCollapse:
     dnc3: float
 
 
-def collapse_metrics(params: UFMParams, K: int, activation: str = "linear") -> list[LayerCollapse]:
-    """:class:`LayerCollapse` for every layer ``l = 1..L`` (features ``X_l`` = input of ``W_l``)."""
-    fw = forward(params, activation)
+def collapse_metrics(params: UFMState | Sequence[Tensor], cfg: UFMConfig) -> list[LayerCollapse]:
+    """:class:`LayerCollapse` for every layer ``l = 1..L`` (features ``X_l`` = input of ``W_l``).
+
+    ``params`` may be a :class:`ufmlib.state.UFMState`, whose forward pass and class means are reused.
+    """
+    st = state_of(params, cfg)
     out = []
-    for l, (X, W) in enumerate(zip(fw.inputs, params.Ws), start=1):
-        M = class_means(X, K)
+    for l, (X, M, W) in enumerate(zip(st.forward.inputs, st.input_means, st.weights), start=1):
+        K = cfg.K
         out.append(LayerCollapse(l, nc1(X, K), nc1_relative(X, K), nc2_etf(M), nc2_orthogonal(M), dnc3_alignment(W, M)))
     return out

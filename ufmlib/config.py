@@ -1,4 +1,4 @@
-"""The validated description of a deep unconstrained feature model (digest §2).
+"""The validated description of a deep unconstrained feature model (v1 Eq. (1)).
 
 A :class:`UFMConfig` fixes everything that defines one deep UFM: the number of classes
 ``K``, samples per class ``n``, width ``d``, number of weight matrices ``L``, the
@@ -12,43 +12,16 @@ before any tensor is built.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field, replace
-from numbers import Integral, Real
 from typing import Any
 
 import torch
 
+from .validation import ConfigError, check_int, check_positive
+
 ACTIVATIONS = ("linear", "relu")
 LOSSES = ("mse", "ce")
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
-
-
-class ConfigError(ValueError):
-    """A parameter of the model is out of its allowed range; the message names it."""
-
-    def __init__(self, parameter: str, allowed: str, got: Any):
-        self.parameter = parameter
-        self.allowed = allowed
-        self.got = got
-        super().__init__(f"{parameter} must be {allowed}; got {got!r}")
-
-
-def _check_int(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, Integral):
-        raise ConfigError(name, f"an integer >= {minimum}", value)
-    if value < minimum:
-        raise ConfigError(name, f"an integer >= {minimum}", value)
-    return int(value)
-
-
-def _check_positive(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, Real):
-        raise ConfigError(name, "a positive finite number", value)
-    value = float(value)
-    if not (math.isfinite(value) and value > 0):
-        raise ConfigError(name, "a positive finite number", value)
-    return value
 
 
 def resolve_device(device: Any) -> torch.device:
@@ -86,7 +59,7 @@ def resolve_dtype(dtype: Any) -> torch.dtype:
 
 @dataclass(frozen=True)
 class UFMConfig:
-    """A deep unconstrained feature model (digest §2.2-§2.3, v1 Eq. (1)).
+    """A deep unconstrained feature model (v1 Eq. (1); notation in the book's setup page).
 
     Parameters
     ----------
@@ -117,10 +90,10 @@ class UFMConfig:
     lambda_Ws: tuple[float, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        K = _check_int("K", self.K, 2)
-        n = _check_int("n", self.n, 1)
-        L = _check_int("L", self.L, 1)
-        d = _check_int("d", self.d, 1)
+        K = check_int("K", self.K, 2)
+        n = check_int("n", self.n, 1)
+        L = check_int("L", self.L, 1)
+        d = check_int("d", self.d, 1)
         if d < K:
             raise ConfigError("d", f"an integer >= K = {K}", self.d)
         if self.activation not in ACTIVATIONS:
@@ -130,18 +103,18 @@ class UFMConfig:
         if isinstance(self.lambda_W, (list, tuple)):
             if len(self.lambda_W) != L:
                 raise ConfigError("lambda_W", f"one number or a list of L = {L} numbers", self.lambda_W)
-            lws = tuple(_check_positive(f"lambda_W[{i}]", v) for i, v in enumerate(self.lambda_W))
+            lws = tuple(check_positive(f"lambda_W[{i}]", v) for i, v in enumerate(self.lambda_W))
             object.__setattr__(self, "lambda_W", lws)
         else:
-            lws = (_check_positive("lambda_W", self.lambda_W),) * L
+            lws = (check_positive("lambda_W", self.lambda_W),) * L
             object.__setattr__(self, "lambda_W", lws[0])
-        lambda_H = _check_positive("lambda_H", self.lambda_H)
+        lambda_H = check_positive("lambda_H", self.lambda_H)
         resolve_dtype(self.dtype)
         if isinstance(self.dtype, torch.dtype):
             object.__setattr__(self, "dtype", {v: k for k, v in DTYPES.items()}[self.dtype])
         if not isinstance(self.device, (str, torch.device)):
             raise ConfigError("device", "a device name such as 'cpu' or 'cuda'", self.device)
-        seed = _check_int("seed", self.seed, 0)
+        seed = check_int("seed", self.seed, 0)
         for name, value in (("K", K), ("n", n), ("L", L), ("d", d), ("lambda_H", lambda_H), ("seed", seed)):
             object.__setattr__(self, name, value)
         object.__setattr__(self, "lambda_Ws", lws)

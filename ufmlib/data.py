@@ -37,6 +37,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from .validation import check_int
+
 __all__ = ["ClassData", "DatasetUnavailableError", "load_dataset", "DATASETS", "STD_FLOOR"]
 
 #: allowed names -> (display name, number of classes, image shape (C, H, W))
@@ -101,12 +103,6 @@ class ClassData:
         f = lambda t: t.to(device=device, dtype=dtype)  # noqa: E731
         return dataclasses.replace(self, x=f(self.x), labels=self.labels.to(device=device),
                                    mean=f(self.mean), std=f(self.std))
-
-
-def _check_int(value, param: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{param} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
 
 
 def _load_raw(key: str, root: str, train: bool, download: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -187,8 +183,8 @@ def load_dataset(
         raise ValueError(f"name must be one of {sorted(DATASETS)} (case-insensitive), got {name!r}")
     key = name.lower()
     _, n_classes, shape = DATASETS[key]
-    n = _check_int(n_per_class, "n_per_class", 1)
-    seed = _check_int(seed, "seed", 0)
+    n = check_int("n_per_class", n_per_class, 1)
+    seed = check_int("seed", seed, 0)
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
         raise ValueError(f"dtype must be a floating-point torch.dtype, got {dtype!r}")
     if classes is None:

@@ -1,4 +1,4 @@
-"""Papyan-style Gauss-Newton decomposition of a layer Hessian (digest §4.2, R3, v1 Thm 4.2).
+"""Papyan-style Gauss-Newton decomposition of a layer Hessian (R3, v1 Thm 4.2).
 
 For the MSE fit term the layer Hessian splits as ``Hess_l = G + E`` with the Gauss-Newton
 (Fisher) part ``G = Av_{ic} Σ_{c'} v_{icc'} v_{icc'}^T`` built from the Jacobian rows (v1
@@ -16,7 +16,7 @@ the row ``c'`` of ``B_i ⊗ x_i^T`` in general (``B_i = ∂z_i/∂h_{l+1,i}``, `
 
 At the global minimiser of the linear MSE model (R3): ``G_within = 0``, ``G_cross`` has rank
 ``K(K-1)`` (the mini-bulk), ``G_class`` rank ``K`` (the class outliers), all non-zero
-eigenvalues equal ``λ_{W_l} γ/(1-γ)`` and the two ranges are orthogonal (digest T2). The
+eigenvalues equal ``λ_{W_l} γ/(1-γ)`` and the two ranges are orthogonal. The
 residual ``E = Hess_l - G`` vanishes for every layer block of a piecewise-linear network
 (module docstring of :mod:`ufmlib.hessian`); it is computed here from the autodiff Hessian.
 
@@ -41,28 +41,32 @@ import torch
 from torch import Tensor
 
 from .config import UFMConfig
-from .hessian import _check_layer, _tensors, downstream_jacobians, layer_dims, layer_hessian_autodiff
-from .model import UFMParams, forward
+from .hessian import downstream_jacobians, layer_dims, layer_hessian_autodiff
+from .model import UFMParams
+from .state import UFMState, state_of
+from .validation import check_layer
+
+Point = UFMState | UFMParams | Sequence[Tensor]
 
 __all__ = ["jacobian_rows", "GNSplit", "gauss_newton_split", "projector"]
 
 PARTS = ("class", "cross", "within", "G", "hessian", "residual")
 
 
-def jacobian_rows(params: UFMParams | Sequence[Tensor], cfg: UFMConfig, layer: int) -> Tensor:
+def jacobian_rows(params: Point, cfg: UFMConfig, layer: int) -> Tensor:
     """The vectors ``v_{icc'}`` as a ``K x n x K x d_out d_in`` tensor indexed ``[c, i, c', :]``.
 
-    ``c`` is the class of the sample (columns are class-ordered, digest §2.1), ``i`` its index
+    ``c`` is the class of the sample (columns are class-ordered), ``i`` its index
     within the class, ``c'`` the logit. Row-major vec: ``v_{icc'} = B_i[c'] ⊗ x_i`` (MSE);
     probability-weighted and centred for CE (module docstring).
     """
-    tensors = [t.detach() for t in _tensors(params, cfg)]
-    layer = _check_layer(cfg, layer)
+    st = state_of(params, cfg)
+    layer = check_layer(layer, cfg.L)
     d_out, d_in = layer_dims(cfg, layer)
     K, n, N = cfg.K, cfg.n, cfg.N
-    fwd = forward(tensors, cfg.activation)
+    fwd = st.forward
     X = fwd.inputs[layer - 1]  # d_in x N
-    B = downstream_jacobians(tensors, cfg, layer)
+    B = downstream_jacobians(st, cfg, layer)
     if B.ndim == 2:
         B = B.expand(N, *B.shape)
     if cfg.loss == "ce":  # rows sqrt(p_c') (B_i[c'] - p_i^T B_i): Σ_c' of their outer products is B^T Q_i B
@@ -86,7 +90,7 @@ def projector(M: Tensor, *, rtol: float = 1e-9, scale: float | None = None) -> T
 
 @dataclass(frozen=True, eq=False)
 class GNSplit:
-    """``Hess_l = G_class + G_cross + G_within + E`` at one point (R3, v1 Thm 4.2; digest §4.2).
+    """``Hess_l = G_class + G_cross + G_within + E`` at one point (R3, v1 Thm 4.2).
 
     ``G`` is the Gauss-Newton matrix computed directly as ``Av Σ_{c'} v v^T`` (so
     :attr:`identity_error` checks the split), ``hessian`` the autodiff layer Hessian and
@@ -142,15 +146,16 @@ class GNSplit:
         return torch.linalg.matrix_norm(Pc @ Px, ord=2).item()
 
 
-def gauss_newton_split(params: UFMParams | Sequence[Tensor], cfg: UFMConfig, layer: int) -> GNSplit:
+def gauss_newton_split(params: Point, cfg: UFMConfig, layer: int) -> GNSplit:
     """The class / cross-class / within-class split of the layer-``layer`` Gauss-Newton matrix.
 
-    See the module docstring for the definitions (digest §4.2; R3, v1 Thm 4.2; Papyan 2020).
+    See the module docstring for the definitions (R3, v1 Thm 4.2; Papyan 2020).
     MSE gives R3's split; CE uses Papyan's probability-weighted rows (module docstring).
     Dense ``d_out d_in``-square matrices; the Hessian is computed by autodiff.
     """
-    layer = _check_layer(cfg, layer)
-    v = jacobian_rows(params, cfg, layer)  # K x n x K x D
+    st = state_of(params, cfg)
+    layer = check_layer(layer, cfg.L)
+    v = jacobian_rows(st, cfg, layer)  # K x n x K x D
     K, n, _, D = v.shape
     v_cc = v.mean(dim=1)  # K x K x D
     v_c = v_cc.mean(dim=1)  # K x D
@@ -161,6 +166,6 @@ def gauss_newton_split(params: UFMParams | Sequence[Tensor], cfg: UFMConfig, lay
     G_cross = dev_cross.mT @ dev_cross / K
     G_within = dev_within.mT @ dev_within / (K * n)
     G = flat.mT @ flat / (K * n)
-    H = layer_hessian_autodiff(params, cfg, layer)
+    H = layer_hessian_autodiff(st, cfg, layer)
     sym = lambda M: (M + M.mT) / 2  # noqa: E731
     return GNSplit(sym(G_class), sym(G_cross), sym(G_within), sym(G), H, layer)

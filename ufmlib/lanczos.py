@@ -3,6 +3,11 @@
 Every routine sees the matrix only through ``matvec``, a function mapping a 1-D tensor of
 length ``dim`` to ``A @ v`` (a Hessian-vector product, or :func:`dense_matvec` for a dense
 matrix), and counts how many times it was called, so that methods can be compared by cost.
+The eigensolvers return a :class:`ufmlib.spectrum.Spectrum` (eigenvalues descending) with
+``converged``, ``residual_norms`` and ``num_matvecs``; one that stops before its convergence test
+passed (restart or iteration limit) returns ``converged=False`` and issues a
+:class:`ufmlib.spectrum.NotConvergedWarning`. Stochastic Lanczos quadrature is in
+:mod:`ufmlib.slq`.
 
 * :func:`lanczos_tridiag` -- the Lanczos three-term recurrence (Lanczos 1950) that builds an
   orthonormal Krylov basis ``Q`` with ``Q A Q^T = T`` tridiagonal. In floating point the basis
@@ -20,14 +25,6 @@ matrix), and counts how many times it was called, so that methods can be compare
   hence the default ``block_size = k``.
 * :func:`power_iteration_deflation` -- power iteration with deflation by orthogonalisation
   against the eigenvectors already found, as in PyHessian (Yao et al. 2020); a baseline.
-* :func:`slq_density` -- stochastic Lanczos quadrature (Ubaru, Chen & Saad 2017): for a probe
-  ``v``, the eigenvalues ``theta_j`` of ``T`` and the squared *first* components ``w_j`` of its
-  eigenvectors are the Gauss quadrature rule (Golub & Welsch 1969) of the spectral measure
-  ``sum_i (u_i.v)^2/|v|^2 delta(x - lambda_i)``, exact for polynomials of degree ``2m - 1``.
-  Averaging over Rademacher probes estimates the spectral density ``(1/dim) sum_i
-  delta(x - lambda_i)``, as used for neural-network Hessians by Ghorbani, Krishnan & Xiao (2019)
-  and Papyan (2020). PyHessian squared the whole eigenvector matrix instead of its first row
-  until PR #23 (2024); :attr:`SpectralDensity.weights` is tested against dense spectra.
 * :func:`eigsh_reference` -- SciPy's ARPACK ``eigsh`` (Lehoucq, Sorensen & Yang 1998) on the
   same ``matvec``, for comparisons.
 
@@ -41,29 +38,22 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
-from numbers import Integral
 from typing import Callable, Literal
 
 import torch
 from torch import Tensor
+
+from .spectrum import NotConvergedWarning, Spectrum
+from .validation import check_int
 
 MatVec = Callable[[Tensor], Tensor]
 Which = Literal["LA", "SA", "LM"]
 _WHICH = ("LA", "SA", "LM")
 
 __all__ = [
-    "Eigenpairs", "LanczosTridiag", "SpectralDensity", "dense_matvec", "eigsh_reference",
-    "lanczos_tridiag", "power_iteration_deflation", "rademacher", "slq_density",
+    "LanczosTridiag", "dense_matvec", "eigsh_reference", "lanczos_tridiag", "power_iteration_deflation",
     "top_eigenpairs",
 ]
-
-
-def _check_int(name: str, value, minimum: int, maximum: int | None = None) -> int:
-    bad = isinstance(value, bool) or not isinstance(value, Integral)
-    if bad or value < minimum or (maximum is not None and value > maximum):
-        upper = "" if maximum is None else f" and <= {maximum}"
-        raise ValueError(f"{name} must be an integer >= {minimum}{upper}; got {value!r}")
-    return int(value)
 
 
 def _check_which(which) -> None:
@@ -72,7 +62,7 @@ def _check_which(which) -> None:
 
 
 def _generator(seed: int) -> torch.Generator:
-    _check_int("seed", seed, 0)
+    check_int("seed", seed, 0)
     return torch.Generator(device="cpu").manual_seed(int(seed))
 
 
@@ -108,15 +98,6 @@ def dense_matvec(A: Tensor) -> MatVec:
     if (A - A.mT).abs().max().item() > 100 * torch.finfo(A.dtype).eps * max(scale, 1e-300):
         raise ValueError("A must be symmetric")
     return lambda v: A @ v
-
-
-def rademacher(*, num_probes: int, dim: int, seed: int = 0, dtype=torch.float64,
-               device="cpu") -> Tensor:
-    """Seeded Rademacher (+-1) probe vectors, shape ``(num_probes, dim)``."""
-    _check_int("num_probes", num_probes, 1)
-    _check_int("dim", dim, 1)
-    bits = torch.randint(0, 2, (num_probes, dim), generator=_generator(seed))
-    return (2.0 * bits - 1.0).to(dtype=dtype, device=device)
 
 
 def _eigh64(M: Tensor) -> tuple[Tensor, Tensor]:
@@ -164,8 +145,8 @@ def lanczos_tridiag(matvec: MatVec, *, dim: int, num_steps: int, seed: int = 0,
     previous ones twice; otherwise only the three-term recurrence is used (O(dim) memory).
     The recurrence stops early when ``beta <= 100 eps ||A||`` (invariant subspace).
     """
-    dim = _check_int("dim", dim, 1)
-    num_steps = _check_int("num_steps", num_steps, 1, dim)
+    dim = check_int("dim", dim, 1)
+    num_steps = check_int("num_steps", num_steps, 1, dim)
     op = _Operator(matvec, dim)
     if v0 is None:
         v = _randn(_generator(seed), (dim,), dtype, device)
@@ -211,21 +192,19 @@ def lanczos_tridiag(matvec: MatVec, *, dim: int, num_steps: int, seed: int = 0,
 
 
 # ----------------------------------------------------------------------------- eigenpairs
-@dataclass(frozen=True)
-class Eigenpairs:
-    """Approximate eigenpairs ``A v_i = lambda_i v_i``.
+def _result(vals: Tensor, vecs: Tensor, res: Tensor, *, which: str, count: int, converged: bool, method: str,
+            dim: int) -> Spectrum:
+    """The solver's answer as a :class:`Spectrum`: eigenvalues descending, with what it reports.
 
-    Ordering: descending for ``"LA"`` and ``"LM"`` (by ``|lambda|``), ascending for ``"SA"``.
-    ``eigenvectors`` is ``dim x k`` (columns); ``residual_norms[i] = ||A v_i - lambda_i v_i||``;
-    ``num_matvecs`` counts every product made by the call (including the residual check).
+    ``which`` selects the eigenvalues (largest, smallest or largest in magnitude); they are
+    listed in descending order whatever ``which`` is. A solve that did not converge warns.
     """
-
-    eigenvalues: Tensor
-    eigenvectors: Tensor
-    residual_norms: Tensor
-    num_matvecs: int
-    converged: bool
-    method: str
+    order = torch.argsort(vals, descending=True, stable=True)
+    if not converged:
+        warnings.warn(f"{method} stopped before its convergence test passed (which={which!r}); the result "
+                      "carries converged=False", NotConvergedWarning, stacklevel=3)
+    return Spectrum(eigenvalues=vals[order], dim=dim, method=method, explicit_vectors=vecs[:, order.to(vecs.device)],
+                    residual_norms=res[order.to(res.device)], num_matvecs=count, converged=converged)
 
 
 def _order(theta: Tensor, which: str) -> Tensor:
@@ -259,7 +238,7 @@ def _orth_columns(W: Tensor, basis: Tensor, *, target: int, gen, thresh: float) 
 def top_eigenpairs(matvec: MatVec, *, dim: int, k: int, which: Which = "LA",
                    block_size: int | None = None, num_steps: int | None = None,
                    tol: float | None = None, max_restarts: int = 100, seed: int = 0,
-                   dtype=torch.float64, device="cpu", verify: bool = True) -> Eigenpairs:
+                   dtype=torch.float64, device="cpu", verify: bool = True) -> Spectrum:
     """``k`` extreme eigenpairs by thick-restarted block Lanczos with full re-orthogonalisation.
 
     A block of ``block_size`` (default ``k``) seeded Gaussian vectors grows the orthonormal
@@ -277,14 +256,14 @@ def top_eigenpairs(matvec: MatVec, *, dim: int, k: int, which: Which = "LA",
     1e-10 in float64 and 1e-5 otherwise.
     With ``verify`` the returned residuals are recomputed with ``k`` extra products.
     """
-    dim = _check_int("dim", dim, 1)
-    k = _check_int("k", k, 1, dim)
+    dim = check_int("dim", dim, 1)
+    k = check_int("k", k, 1, dim)
     _check_which(which)
-    b = min(k, dim) if block_size is None else _check_int("block_size", block_size, 1, dim)
+    b = min(k, dim) if block_size is None else check_int("block_size", block_size, 1, dim)
     if num_steps is None:
         m_max = min(dim, max(2 * k + 6 * b, 20))
     else:
-        m_max = _check_int("num_steps", num_steps, 1)
+        m_max = check_int("num_steps", num_steps, 1)
         if m_max < min(dim, k + b):
             raise ValueError(f"num_steps must be >= min(dim, k + block_size) = "
                              f"{min(dim, k + b)}; got {m_max}")
@@ -293,7 +272,7 @@ def top_eigenpairs(matvec: MatVec, *, dim: int, k: int, which: Which = "LA",
     tol = (1e-10 if dtype == torch.float64 else 1e-5) if tol is None else float(tol)
     if not (math.isfinite(tol) and tol > 0):
         raise ValueError(f"tol must be a positive finite number; got {tol!r}")
-    max_restarts = _check_int("max_restarts", max_restarts, 0)
+    max_restarts = check_int("max_restarts", max_restarts, 0)
     op, gen = _Operator(matvec, dim), _generator(seed)
     Q = torch.zeros(dim, m_max, dtype=dtype, device=device)
     H = torch.zeros(m_max, m_max, dtype=torch.float64)
@@ -348,14 +327,13 @@ def top_eigenpairs(matvec: MatVec, *, dim: int, k: int, which: Which = "LA",
             warnings.warn(f"top_eigenpairs found a cluster of {longest} equal eigenvalues with "
                           f"block_size={b}; its multiplicity may be larger (raise block_size)",
                           RuntimeWarning, stacklevel=2)
-    return Eigenpairs(eigenvalues=vals, eigenvectors=V, residual_norms=res.to(dtype=dtype,
-                      device=device), num_matvecs=op.count, converged=converged,
-                      method=f"block Lanczos (b={b}, restarts={restarts})")
+    return _result(vals, V, res.to(dtype=dtype, device=device), which=which, count=op.count, converged=converged,
+                   method=f"block Lanczos (b={b}, restarts={restarts})", dim=dim)
 
 
 def power_iteration_deflation(matvec: MatVec, *, dim: int, k: int, tol: float = 1e-6,
                               max_iter: int = 1000, seed: int = 0, dtype=torch.float64,
-                              device="cpu") -> Eigenpairs:
+                              device="cpu") -> Spectrum:
     """``k`` largest-magnitude eigenpairs by power iteration with deflation (PyHessian).
 
     Each eigenvector is found by iterating ``v <- (I - V V^T) A v / ||.||`` against the
@@ -363,9 +341,9 @@ def power_iteration_deflation(matvec: MatVec, *, dim: int, k: int, tol: float = 
     ``tol |theta|`` (PyHessian's stopping rule) or ``max_iter`` products were spent on it.
     Convergence is linear in ``|lambda_{i+1} / lambda_i|``: slow without a spectral gap.
     """
-    dim = _check_int("dim", dim, 1)
-    k = _check_int("k", k, 1, dim)
-    max_iter = _check_int("max_iter", max_iter, 1)
+    dim = check_int("dim", dim, 1)
+    k = check_int("k", k, 1, dim)
+    max_iter = check_int("max_iter", max_iter, 1)
     if not (math.isfinite(tol) and tol > 0):
         raise ValueError(f"tol must be a positive finite number; got {tol!r}")
     op, gen = _Operator(matvec, dim), _generator(seed)
@@ -397,17 +375,14 @@ def power_iteration_deflation(matvec: MatVec, *, dim: int, k: int, tol: float = 
         vecs.append(v)
         vals.append(theta)
         res.append(r)
-    order = torch.argsort(torch.tensor(vals).abs(), descending=True, stable=True)
-    return Eigenpairs(
-        eigenvalues=torch.tensor(vals, dtype=dtype)[order].to(device),
-        eigenvectors=torch.stack(vecs, dim=1)[:, order.to(device)],
-        residual_norms=torch.tensor(res, dtype=dtype)[order].to(device),
-        num_matvecs=op.count, converged=converged, method="power iteration with deflation")
+    return _result(torch.tensor(vals, dtype=dtype).to(device), torch.stack(vecs, dim=1),
+                   torch.tensor(res, dtype=dtype).to(device), which="LM", count=op.count, converged=converged,
+                   method="power iteration with deflation", dim=dim)
 
 
 def eigsh_reference(matvec: MatVec, *, dim: int, k: int, which: Which = "LA",
                     tol: float = 0.0, num_steps: int | None = None, seed: int = 0,
-                    dtype=torch.float64, device="cpu") -> Eigenpairs:
+                    dtype=torch.float64, device="cpu") -> Spectrum:
     """SciPy ``eigsh`` (ARPACK implicitly restarted Lanczos) on ``matvec``, for comparison.
 
     ``num_steps`` is ARPACK's ``ncv``; ``tol=0`` means machine precision. Needs ``k < dim``.
@@ -416,8 +391,8 @@ def eigsh_reference(matvec: MatVec, *, dim: int, k: int, which: Which = "LA",
     import numpy as np
     from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigsh
 
-    dim = _check_int("dim", dim, 2)
-    k = _check_int("k", k, 1, dim - 1)
+    dim = check_int("dim", dim, 2)
+    k = check_int("k", k, 1, dim - 1)
     _check_which(which)
     op = _Operator(matvec, dim)
 
@@ -434,99 +409,7 @@ def eigsh_reference(matvec: MatVec, *, dim: int, k: int, which: Which = "LA",
     except ArpackNoConvergence as err:
         vals, vecs, converged = err.eigenvalues, err.eigenvectors, False
     vals = torch.as_tensor(vals).to(dtype=dtype, device=device)
-    order = _order(vals, which)
-    vals = vals[order]
-    V = torch.as_tensor(vecs).to(dtype=dtype, device=device)[:, order]
+    V = torch.as_tensor(vecs).to(dtype=dtype, device=device)
     res = torch.linalg.vector_norm(op.block(V) - V * vals, dim=0)
-    return Eigenpairs(eigenvalues=vals, eigenvectors=V, residual_norms=res,
-                      num_matvecs=op.count, converged=converged, method="scipy eigsh (ARPACK)")
-
-
-# ----------------------------------------------------------------------------- SLQ
-@dataclass(frozen=True)
-class SpectralDensity:
-    """Stochastic Lanczos quadrature of the spectral density ``(1/dim) sum_i delta(x - lambda_i)``.
-
-    Row ``p`` of ``nodes``/``weights`` is the Gauss rule of probe ``p``: weights are
-    non-negative and sum to 1 (rows shortened by breakdown are padded with zero weight).
-    """
-
-    nodes: Tensor
-    weights: Tensor
-    dim: int
-    num_matvecs: int
-
-    def expectation(self, f: Callable[[Tensor], Tensor]) -> Tensor:
-        """Estimate of ``tr f(A) / dim`` (exact per probe for polynomials of degree < 2m)."""
-        return (self.weights * f(self.nodes)).sum(dim=1).mean()
-
-    def _scale(self, normalize: str) -> float:
-        if normalize not in ("density", "count"):
-            raise ValueError(f"normalize must be 'density' or 'count'; got {normalize!r}")
-        return float(self.dim) if normalize == "count" else 1.0
-
-    def histogram(self, bins: int = 100, range: tuple[float, float] | None = None, *,
-                  normalize: str = "density") -> tuple[Tensor, Tensor]:
-        """Probe-averaged weighted histogram; returns ``(values, edges)``.
-
-        ``"density"``: values integrate to 1 over ``range`` (default: all nodes with weight);
-        ``"count"``: expected number of eigenvalues per bin (sums to ``dim``).
-        """
-        bins = _check_int("bins", bins, 1)
-        scale = self._scale(normalize)
-        x = self.nodes.reshape(-1)
-        w = self.weights.reshape(-1) / self.nodes.shape[0]
-        if range is None:
-            live = x[w > 0]
-            lo, hi = live.min().item(), live.max().item()
-        else:
-            lo, hi = float(range[0]), float(range[1])
-            if not hi > lo:
-                raise ValueError(f"range must satisfy range[0] < range[1]; got {range!r}")
-        if hi == lo:
-            lo, hi = lo - 0.5 * max(abs(lo), 1.0), hi + 0.5 * max(abs(hi), 1.0)
-        edges = torch.linspace(lo, hi, bins + 1, dtype=x.dtype, device=x.device)
-        inside = (x >= lo) & (x <= hi)
-        idx = torch.clamp(torch.bucketize(x[inside], edges, right=True) - 1, 0, bins - 1)
-        mass = torch.zeros(bins, dtype=x.dtype, device=x.device).index_add_(0, idx, w[inside])
-        if normalize == "count":
-            return mass * scale, edges
-        return mass / (edges[1:] - edges[:-1]), edges
-
-    def smoothed(self, grid: Tensor, sigma: float, *, normalize: str = "density") -> Tensor:
-        """Gaussian-broadened density on ``grid`` (Ghorbani et al. 2019; Papyan 2020)."""
-        if not (math.isfinite(sigma) and sigma > 0):
-            raise ValueError(f"sigma must be a positive finite number; got {sigma!r}")
-        scale = self._scale(normalize)
-        grid = torch.as_tensor(grid, dtype=self.nodes.dtype, device=self.nodes.device)
-        x = self.nodes.reshape(-1)
-        w = self.weights.reshape(-1) / self.nodes.shape[0]
-        z = (grid.reshape(-1, 1) - x) / sigma
-        dens = (torch.exp(-0.5 * z**2) * w).sum(dim=1) / (sigma * math.sqrt(2 * math.pi))
-        return (dens * scale).reshape(grid.shape)
-
-
-def slq_density(matvec: MatVec, *, dim: int, num_steps: int, num_probes: int, seed: int = 0,
-                dtype=torch.float64, device="cpu", reorthogonalize: bool = True
-                ) -> SpectralDensity:
-    """Stochastic Lanczos quadrature (Ubaru, Chen & Saad 2017) with Rademacher probes.
-
-    Probe ``p`` is row ``p`` of ``rademacher(num_probes=..., dim=..., seed=seed)``; it starts
-    ``num_steps`` Lanczos steps whose tridiagonal ``T = U diag(theta) U^T`` gives nodes
-    ``theta`` and weights ``U[0, :]**2`` (Golub & Welsch 1969).
-    """
-    dim = _check_int("dim", dim, 1)
-    num_steps = _check_int("num_steps", num_steps, 1, dim)
-    probes = rademacher(num_probes=num_probes, dim=dim, seed=seed, dtype=dtype, device=device)
-    nodes = torch.zeros(num_probes, num_steps, dtype=dtype, device=device)
-    weights = torch.zeros_like(nodes)
-    count = 0
-    for p in range(num_probes):
-        tri = lanczos_tridiag(matvec, dim=dim, num_steps=num_steps, dtype=dtype, device=device,
-                              v0=probes[p], reorthogonalize=reorthogonalize)
-        theta, w = tri.quadrature()
-        m = theta.shape[0]
-        nodes[p, :m], nodes[p, m:] = theta, theta[-1]
-        weights[p, :m] = w
-        count += tri.num_matvecs
-    return SpectralDensity(nodes=nodes, weights=weights, dim=dim, num_matvecs=count)
+    return _result(vals, V, res, which=which, count=op.count, converged=converged, method="scipy eigsh (ARPACK)",
+                   dim=dim)

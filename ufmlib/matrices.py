@@ -1,10 +1,11 @@
-"""The other "deep-learning matrices" of the deep UFM, measured (digest §4.4-§4.5, R5-R6).
+"""The weights and the other "deep-learning matrices" of the deep UFM, measured (R5-R6).
 
 At the global minimiser of the linear MSE model each of them has exactly ``K`` (or ``K-1``)
-outliers built from class means (digest §4.8 table; closed forms in :mod:`ufmlib.optimum`):
+outliers built from class means (closed forms in :mod:`ufmlib.theory.closed_form`):
 
 * weights ``W_l^T W_l``: ``K`` eigenvalues ``γ(1-γ)/(Kλ_{W_l})`` (R5, v1 Thm 4.4) --
-  :func:`weight_gram_spectrum`;
+  :func:`weight_gram_spectrum`; the weights are balanced and their singular subspaces are the
+  class-mean spans -- :func:`balancedness`, :func:`singular_subspace_overlaps`;
 * features ``H_l``: ``K`` singular values ``sqrt(n) ||μ^{(l)}||`` -- :func:`feature_singular_values`;
 * back-propagated errors ``∂ℓ/∂h^{(l)}_{ic}``: ``K`` singular values
   ``(1-γ)γ sqrt(n)/(N ||μ^{(l)}||)`` -- :func:`backprop_errors`;
@@ -12,12 +13,14 @@ outliers built from class means (digest §4.8 table; closed forms in :mod:`ufmli
   centred covariance with ``K-1`` -- :func:`per_sample_gradients`,
   :func:`gradient_second_moment`, :func:`gradient_covariance`;
 * the Hessian w.r.t. the features ``H_1``: ``K²n`` eigenvalues ``λ_H γ/(1-γ)`` --
-  :func:`feature_hessian`, :func:`feature_hessian_closed_form`.
+  :func:`feature_hessian` (autodiff) and :func:`feature_hessian_factor` (``F`` with Hessian
+  ``F ⊗ I_N``, exact for the linear MSE model).
 
 Layer indices: ``h^{(l)}`` is the **pre-activation** ``H_l`` that enters ``W_l`` (through a ReLU
 for ``l >= 2`` in the ReLU model; ``H_1`` are the free features), ``l = 1..L``; ``l = L+1``
 denotes the logits ``Z``. In the linear model ``H_l`` is the input of ``W_l``. All matrices are
-of the **fit term** (digest §2.3).
+of the **fit term** (v1 Eq. (1)). Functions of the parameters also take a
+:class:`ufmlib.state.UFMState`, whose forward pass is reused.
 """
 
 from __future__ import annotations
@@ -25,12 +28,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
 
+from .alignment import subspace_overlap
+from .autodiff import dense_hessian
 from .config import UFMConfig
-from .hessian import Spectrum, _check_layer, dense_hessian, _tensors
-from .model import UFMParams, fit_loss, fit_loss_from_logits, forward, labels
+from .model import UFMParams, fit_loss, fit_loss_from_logits
+from .spectrum import Spectrum
+from .state import UFMState, state_of
+from .validation import check_layer, check_matrix
+
+F64 = torch.float64
+Point = UFMState | UFMParams | Sequence[Tensor]
 
 __all__ = [
     "weight_gram_spectrum",
@@ -41,23 +52,19 @@ __all__ = [
     "gradient_second_moment",
     "gradient_covariance",
     "feature_hessian",
-    "feature_hessian_closed_form",
+    "feature_hessian_factor",
+    "balancedness",
+    "singular_subspace_overlaps",
 ]
 
 
-def _check_matrix(name: str, M) -> Tensor:
-    if not isinstance(M, Tensor) or M.ndim != 2:
-        raise ValueError(f"{name} must be a 2-D tensor; got {getattr(M, 'shape', type(M).__name__)}")
-    return M
-
-
 def weight_gram_spectrum(W: Tensor) -> Spectrum:
-    """Eigenvalues (descending) and eigenvectors of ``W^T W`` (R5, v1 Thm 4.4; digest T4).
+    """Eigenvalues (descending) and eigenvectors of ``W^T W`` (R5, v1 Thm 4.4).
 
     At the minimiser: ``K`` eigenvalues ``γ(1-γ)/(Kλ_{W_l})`` with eigenvectors the normalised
     class means ``μ_c^{(l)}`` of the input of ``W_l``, the rest 0.
     """
-    W = _check_matrix("W", W)
+    W = check_matrix("W", W)
     G = W.mT @ W
     vals, vecs = torch.linalg.eigh((G + G.mT) / 2)
     return Spectrum(eigenvalues=vals.flip(0), dim=G.shape[0], method="dense", explicit_vectors=vecs.flip(1))
@@ -68,7 +75,7 @@ def feature_singular_values(X: Tensor) -> Tensor:
 
     At the minimiser ``H_l`` has rank ``K`` with singular values ``sqrt(n) ||μ^{(l)}||``.
     """
-    return torch.linalg.svdvals(_check_matrix("X", X))
+    return torch.linalg.svdvals(check_matrix("X", X))
 
 
 @dataclass(frozen=True, eq=False)
@@ -93,36 +100,34 @@ def _loss_from(h: Tensor, tensors: list[Tensor], cfg: UFMConfig, layer: int, Y: 
     return fit_loss_from_logits(Ws[-1] @ x, Y, cfg.loss)
 
 
-def backprop_errors(params: UFMParams | Sequence[Tensor], cfg: UFMConfig, layer: int) -> BackpropErrors:
+def backprop_errors(params: Point, cfg: UFMConfig, layer: int) -> BackpropErrors:
     """Back-propagated errors ``∂ℓ/∂h^{(l)}_{ic}`` of the fit term at ``h^{(l)} = H_l`` (R6).
 
     ``layer`` in ``1..L`` is the pre-activation entering ``W_layer``; ``L+1`` the logits. At the
     linear MSE minimiser ``∂ℓ/∂h^{(l)}_{ic} = -(1-γ) a_c^{(l)}/N`` and the ``N x d`` error matrix
-    has rank ``K`` with singular values ``(1-γ)γ sqrt(n)/(N ||μ^{(l)}||)`` (digest §4.5, T5).
+    has rank ``K`` with singular values ``(1-γ)γ sqrt(n)/(N ||μ^{(l)}||)`` (R6).
     The ReLU derivative at 0 is PyTorch's (0).
     """
-    tensors = [t.detach() for t in _tensors(params, cfg)]
-    layer = _check_layer(cfg, layer, top=cfg.L + 1)
-    fwd = forward(tensors, cfg.activation)
-    h = fwd.logits if layer == cfg.L + 1 else fwd.preacts[layer - 1]
-    Y = labels(cfg, dtype=h.dtype, device=h.device)
-    g = torch.func.grad(_loss_from)(h, tensors, cfg, layer, Y)
+    st = state_of(params, cfg)
+    layer = check_layer(layer, cfg.L + 1)
+    h = st.forward.logits if layer == cfg.L + 1 else st.forward.preacts[layer - 1]
+    g = torch.func.grad(_loss_from)(h, st.tensors(), cfg, layer, st.labels)
     errors = g.mT.contiguous()
     return BackpropErrors(errors=errors, singular_values=torch.linalg.svdvals(errors), layer=layer)
 
 
-def per_sample_gradients(params: UFMParams | Sequence[Tensor], cfg: UFMConfig, layer: int) -> Tensor:
+def per_sample_gradients(params: Point, cfg: UFMConfig, layer: int) -> Tensor:
     """Per-sample fit gradients ``g_i = vec(∂ℓ_i/∂W_l)`` as rows of an ``N x d_out d_in`` matrix.
 
     ``ℓ_i`` is sample ``i``'s loss (``ℓ = Av_i ℓ_i``: ``½||z_i - y_i||²`` for MSE), so the fit
     gradient is the row mean. Row-major vec: ``g_i = δ_i ⊗ x_i`` with ``δ_i = N ∂ℓ/∂h_{l+1,i}``
     (the back-propagated error at the output of ``W_l``) and ``x_i`` the input of ``W_l``
-    (digest §4.5: ``g_{ic} = (A^{(l+1)T} r_c) ⊗ h_{ic}`` at the minimiser).
+    (``g_{ic} = (A^{(l+1)T} r_c) ⊗ h_{ic}`` at the minimiser).
     """
-    tensors = [t.detach() for t in _tensors(params, cfg)]
-    layer = _check_layer(cfg, layer)
-    delta = backprop_errors(tensors, cfg, layer + 1).errors * cfg.N  # N x d_out
-    X = forward(tensors, cfg.activation).inputs[layer - 1].mT  # N x d_in
+    st = state_of(params, cfg)
+    layer = check_layer(layer, cfg.L)
+    delta = backprop_errors(st, cfg, layer + 1).errors * cfg.N  # N x d_out
+    X = st.forward.inputs[layer - 1].mT  # N x d_in
     return (delta[:, :, None] * X[:, None, :]).reshape(cfg.N, -1)
 
 
@@ -138,28 +143,27 @@ def gradient_second_moment(G: Tensor) -> Spectrum:
     ``G`` is the ``N x D`` matrix of :func:`per_sample_gradients`. Computed from the thin SVD of
     ``G/sqrt(N)``: the ``min(N, D)`` returned eigenvalues (descending) include every non-zero
     one; the remaining ``D - min(N, D)`` are exactly 0. At the linear MSE minimiser: ``K``
-    eigenvalues ``γ(1-γ)λ_{W_l}`` with eigenvectors ``μ_c^{(l+1)} ⊗ μ_c^{(l)}`` (digest T5).
+    eigenvalues ``γ(1-γ)λ_{W_l}`` with eigenvectors ``μ_c^{(l+1)} ⊗ μ_c^{(l)}`` (R6).
     """
-    return _moment_spectrum(_check_matrix("G", G), "second moment (svd)")
+    return _moment_spectrum(check_matrix("G", G), "second moment (svd)")
 
 
 def gradient_covariance(G: Tensor) -> Spectrum:
-    """Spectrum of the centred covariance ``Av_i (g_i - ḡ)(g_i - ḡ)^T`` (R6; digest T5: ``K-1``
+    """Spectrum of the centred covariance ``Av_i (g_i - ḡ)(g_i - ḡ)^T`` (R6: ``K-1``
     eigenvalues ``γ(1-γ)λ_{W_l}`` at the minimiser). Same conventions as
     :func:`gradient_second_moment`."""
-    G = _check_matrix("G", G)
+    G = check_matrix("G", G)
     return _moment_spectrum(G - G.mean(dim=0, keepdim=True), "covariance (svd)")
 
 
-def feature_hessian(params: UFMParams | Sequence[Tensor], cfg: UFMConfig, *, regularised: bool = False) -> Tensor:
+def feature_hessian(params: Point, cfg: UFMConfig, *, regularised: bool = False) -> Tensor:
     """Dense Hessian of ``ℓ`` w.r.t. the features ``H_1`` (row-major vec of the ``d x N`` matrix).
 
     Autodiff (forward-over-reverse), any model. ``regularised=True`` adds ``λ_H I``. At the
-    linear MSE minimiser it has ``K²n`` equal eigenvalues ``λ_H γ/(1-γ)`` (R6; digest §4.5).
+    linear MSE minimiser it has ``K²n`` equal eigenvalues ``λ_H γ/(1-γ)`` (R6).
     """
-    tensors = [t.detach() for t in _tensors(params, cfg)]
-    H1 = tensors[0]
-    Y = labels(cfg, dtype=H1.dtype, device=H1.device)
+    st = state_of(params, cfg)
+    tensors, H1, Y = st.tensors(), st.params.H1, st.labels
 
     def f(x: Tensor) -> Tensor:
         return fit_loss([x.reshape(H1.shape), *tensors[1:]], cfg, Y)
@@ -170,20 +174,58 @@ def feature_hessian(params: UFMParams | Sequence[Tensor], cfg: UFMConfig, *, reg
     return H
 
 
-def feature_hessian_closed_form(params: UFMParams | Sequence[Tensor], cfg: UFMConfig) -> Tensor:
-    """``(A^{(1)T} A^{(1)}) ⊗ I_N / N`` with ``A^{(1)} = W_L ⋯ W_1``: the exact ``H_1``-Hessian of
-    the linear MSE model at every point (row-major vec of ``H_1``: index ``a N + j`` for entry
-    ``(a, j)``; the column-major order would give ``I_N ⊗ P/N`` instead). Raises ValueError for
-    other models."""
+# ----------------------------------------------------------------------------- the features' Hessian factor
+def feature_hessian_factor(params: Point, cfg: UFMConfig) -> Tensor:
+    """``F = A^{(1)T} A^{(1)}/N`` (``d x d``) with ``∂²ℓ/∂vec(H_1)² = F ⊗ I_N`` (R6).
+
+    ``A^{(1)} = W_L ⋯ W_1``; row-major vec of the ``d x N`` matrix ``H_1`` (the column-major
+    order would give ``I_N ⊗ F``). Exact at every point of the linear MSE model, because the
+    fit term is quadratic in ``H_1``. The ``dN`` eigenvalues of the Hessian are those of
+    ``F``, each ``N`` times (:func:`ufmlib.hessian.kronecker_eigh` with ``I_N``); at the
+    minimiser ``F`` has ``K`` eigenvalues ``λ_H γ/(1-γ)``.
+    """
     if cfg.activation != "linear" or cfg.loss != "mse":
-        raise ValueError(
-            "cfg must describe the linear MSE model for the closed form "
-            f"(activation='linear', loss='mse'); got activation={cfg.activation!r}, loss={cfg.loss!r}"
-        )
-    tensors = [t.detach() for t in _tensors(params, cfg)]
-    A = tensors[-1]
-    for W in reversed(tensors[1:-1]):
-        A = A @ W
-    P = A.mT @ A
-    eye = torch.eye(cfg.N, dtype=P.dtype, device=P.device)
-    return torch.kron((P + P.mT) / 2, eye) / cfg.N
+        raise ValueError("cfg must describe the linear MSE model (activation='linear', loss='mse'); "
+                         f"got activation={cfg.activation!r}, loss={cfg.loss!r}")
+    A = state_of(params, cfg).cpu64().A(1)
+    F = A.mT @ A / cfg.N
+    return (F + F.mT) / 2
+
+
+# ----------------------------------------------------------------------------- R5 structure
+def balancedness(params: Point, cfg: UFMConfig) -> np.ndarray:
+    """Relative balancedness errors of the ``L`` weight matrices (R5, v1 Thm 4.4).
+
+    Entry ``l-1`` is ``||λ_{W_l} W_l^T W_l - λ_{W_{l-1}} W_{l-1} W_{l-1}^T||_F /
+    ||λ_{W_l} W_l^T W_l||_F`` with ``λ_{W_0} W_0 W_0^T := λ_H H_1 H_1^T`` for ``l = 1``;
+    0 at every critical point of the regularised linear loss, in particular at the minimiser.
+    """
+    st = state_of(params, cfg).cpu64()
+    p, c = st.params, st.cfg
+    prev = c.lambda_H * p.H1 @ p.H1.T
+    out = []
+    for W, lam in zip(p.Ws, c.lambda_Ws):
+        right = lam * W.T @ W
+        out.append(float(torch.linalg.matrix_norm(right - prev) / torch.linalg.matrix_norm(right)))
+        prev = lam * W @ W.T
+    return np.array(out)
+
+
+def singular_subspace_overlaps(params: Point, cfg: UFMConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Overlaps of the top-``K`` singular subspaces of every ``W_l`` with the class means (R5).
+
+    Returns ``(right, left)``: entry ``l-1`` of ``right`` is the subspace overlap
+    (:func:`ufmlib.alignment.subspace_overlap`, 1 = equal spans) of the top-``K`` right singular
+    vectors of ``W_l`` with the class means ``μ_c^{(l)}`` of its input; ``left`` compares the
+    top-``K`` left singular vectors with the class means ``μ_c^{(l+1)}`` of its output (the
+    class-mean logits for ``W_L``). Spans, not vectors: the ``K`` singular values are equal at
+    the minimiser, so the singular vectors inside the level are an arbitrary basis).
+    """
+    st = state_of(params, cfg).cpu64()
+    p, K = st.params, st.cfg.K
+    right, left = [], []
+    for l, W in enumerate(p.Ws, start=1):
+        U, _, Vh = torch.linalg.svd(W, full_matrices=False)
+        right.append(subspace_overlap(Vh[:K].T, st.M(l)))
+        left.append(subspace_overlap(U[:, :K], st.M(l + 1)))
+    return np.array(right), np.array(left)

@@ -1,6 +1,6 @@
-"""Parameters, forward pass and losses of the deep unconstrained feature model (digest §2).
+"""Parameters, forward pass and losses of the deep unconstrained feature model (v1 Eq. (1)).
 
-Shapes follow the digest (§2.2): the unconstrained features ``H_1`` are a ``d x N`` matrix
+Shapes (the book's notation page): the unconstrained features ``H_1`` are a ``d x N`` matrix
 whose columns are stored **in class order** (all ``n`` samples of class 1, then class 2, ...),
 ``W_1..W_{L-1}`` are ``d x d`` and ``W_L`` is ``K x d``. The label matrix is
 ``Y = I_K ⊗ 1_n^T`` (``K x N``).
@@ -10,7 +10,18 @@ ReLU model: the pre-activations ``H_{l+1} = W_l X_l`` pass through a ReLU,
 ``X_{l+1} = relu(H_{l+1})`` for ``l + 1 <= L``; there is no ReLU on ``H_1`` and none after
 ``W_L``. :class:`Forward` keeps every layer's pre-activation ``H_l`` and input ``X_l``.
 
-Vectorisation convention (digest §2.4): wherever a weight matrix is flattened we use
+ReLU kinks. Exactly at ``h = 0`` the ReLU has no derivative; :func:`relu_derivative` is the one
+place that fixes the value ``ReLU'(0) = c0`` used everywhere (Hessians, Jacobians, class-mean
+predictions). :func:`forward` uses ``torch.relu`` (PyTorch's convention, ``ReLU'(0) = 0``) unless
+``relu_prime_at_zero`` is given; then the ReLU is ``h * relu_derivative(h, c0)`` with a mask made
+by comparisons, a constant for autograd and ``torch.func``: first derivative ``c0`` at the kink,
+second derivative 0.
+
+Losses (v1 Eq. (1)): :func:`fit_loss_from_logits` is the fit term, :func:`logit_hessians` and
+:func:`logit_hessian_apply` its Hessian with respect to one sample's logits (``I_K`` for MSE,
+``diag(p) - p p^T`` for cross-entropy), written once here.
+
+Vectorisation convention (the book's notation page): wherever a weight matrix is flattened we use
 **row-major** ``vec`` (``W.reshape(-1)``), so that ``vec(a b^T) = a ⊗ b`` and the layer-wise
 Hessian of the linear MSE model reads ``(A^{(l+1)T} A^{(l+1)}) ⊗ Σ^{(l)}``.
 """
@@ -18,17 +29,18 @@ Hessian of the linear MSE model reads ``(A^{(l+1)T} A^{(l+1)}) ⊗ Σ^{(l)}``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 from torch import Tensor
 
 from .config import UFMConfig
+from .validation import check_c0
 
 
 @dataclass(frozen=True)
 class UFMParams:
-    """The free parameters ``H_1, W_1..W_L`` of a deep UFM (digest §2.2)."""
+    """The free parameters ``H_1, W_1..W_L`` of a deep UFM (v1 Eq. (1))."""
 
     H1: Tensor
     Ws: tuple[Tensor, ...]
@@ -38,7 +50,7 @@ class UFMParams:
         return len(self.Ws)
 
     def tensors(self) -> list[Tensor]:
-        """``[H_1, W_1, ..., W_L]``, the order used by the full Hessian (digest §5)."""
+        """``[H_1, W_1, ..., W_L]``, the order used by the full Hessian."""
         return [self.H1, *self.Ws]
 
     @classmethod
@@ -73,10 +85,12 @@ def labels(cfg: UFMConfig, *, dtype: torch.dtype | None = None, device=None) -> 
     return torch.kron(eye, torch.ones(1, cfg.n, dtype=dtype, device=device))
 
 
-def class_labels(cfg: UFMConfig, *, device=None) -> Tensor:
-    """Integer class of each column, ``(0,..,0, 1,..,1, ...)`` (length ``N``)."""
-    device = device if device is not None else cfg.torch_device
-    return torch.arange(cfg.K, device=device).repeat_interleave(cfg.n)
+def class_means(X: Tensor, K: int) -> Tensor:
+    """Class means ``M = [μ_1, ..., μ_K]`` (``rows x K``) of the class-ordered columns of ``X``."""
+    d, N = X.shape
+    if N % K:
+        raise ValueError(f"K must divide the number of columns N = {N}; got K = {K}")
+    return X.reshape(d, K, N // K).mean(dim=2)
 
 
 def init_params(cfg: UFMConfig, *, std: float | None = None) -> UFMParams:
@@ -93,15 +107,44 @@ def init_params(cfg: UFMConfig, *, std: float | None = None) -> UFMParams:
     return UFMParams.from_tensors(tensors)
 
 
-def forward(params: UFMParams | Sequence[Tensor], activation: str = "linear") -> Forward:
-    """Run the deep UFM forward, keeping every layer (see the module docstring)."""
+def relu_derivative(h: Tensor, c0: float = 0.0, *, zero_tol: float = 0.0) -> Tensor:
+    """``ReLU'(h)`` with the value ``c0`` at the kink: ``1[h > tol] + c0 1[|h| <= tol]`` (``h``'s dtype).
+
+    ``zero_tol`` (default 0, an exact zero) lets values within ``tol`` of the kink count as on it,
+    for class means that are zero up to rounding. Made by comparisons: a constant for autograd.
+    ``c0 = 0`` is PyTorch's convention, ``c0 = 1/2`` the symmetric smoothing limit, ``c0 = 1`` the
+    linear one.
+    """
+    above = (h > zero_tol).to(h.dtype)
+    if c0 == 0.0:
+        return above
+    return above + c0 * (h.abs() <= zero_tol).to(h.dtype)
+
+
+def forward(
+    params: UFMParams | Sequence[Tensor], activation: str = "linear", *, relu_prime_at_zero: float | None = None
+) -> Forward:
+    """Run the deep UFM forward, keeping every layer (see the module docstring).
+
+    ``relu_prime_at_zero=None`` applies ``torch.relu`` (its derivative at 0 is 0 under autograd);
+    a number ``c0`` in ``[0, 1]`` applies ``h * relu_derivative(h, c0)`` instead, so that autograd and
+    ``torch.func`` see ``ReLU'(0) = c0`` (the values are the same).
+    """
     tensors = params.tensors() if isinstance(params, UFMParams) else list(params)
+    if relu_prime_at_zero is None:
+        act = torch.relu
+    else:
+        c0 = check_c0(relu_prime_at_zero)
+
+        def act(h: Tensor) -> Tensor:
+            return h * relu_derivative(h, c0)
+
     H1, Ws = tensors[0], tensors[1:]
     inputs, preacts = [H1], [H1]
     x = H1
-    for l, W in enumerate(Ws[:-1]):
+    for W in Ws[:-1]:
         h = W @ x
-        x = torch.relu(h) if activation == "relu" else h
+        x = act(h) if activation == "relu" else h
         preacts.append(h)
         inputs.append(x)
     Z = Ws[-1] @ x
@@ -121,10 +164,54 @@ def fit_loss_from_logits(Z: Tensor, Y: Tensor, loss: str = "mse") -> Tensor:
     raise ValueError(f"loss must be 'mse' or 'ce'; got {loss!r}")
 
 
-def fit_loss(params: UFMParams | Sequence[Tensor], cfg: UFMConfig, Y: Tensor | None = None) -> Tensor:
-    """Fit term ``ℓ(θ)`` at the parameters (digest §2.3); the theorems concern this term."""
+def _softmax_hessian_times(p: Tensor, R: Tensor) -> Tensor:
+    """``(diag(p_i) - p_i p_i^T) r_i`` for the rows ``p_i`` of ``p`` and ``r_i`` of ``R`` (``(..., N, K)``)."""
+    return p * R - p * (p * R).sum(-1, keepdim=True)
+
+
+def logit_hessian_apply(Z: Tensor, loss: str) -> Callable[[Tensor], Tensor]:
+    """``R ↦ (Q_i r_i)_i`` with ``Q_i = ∂²ℓ/∂z_i²`` (the ``1/N`` included), rows ``r_i`` of ``R``.
+
+    MSE: ``Q_i = I_K / N``. CE: ``Q_i = (diag(p_i) - p_i p_i^T) / N`` with ``p_i = softmax(z_i)``.
+    ``R`` has shape ``(..., N, K)``; ``Z`` is ``K x N``.
+    """
+    N = Z.shape[1]
+    if loss == "mse":
+        return lambda R: R / N
+    if loss == "ce":
+        p = torch.softmax(Z.detach(), dim=0).mT  # N x K
+        return lambda R: _softmax_hessian_times(p, R) / N
+    raise ValueError(f"loss must be 'mse' or 'ce'; got {loss!r}")
+
+
+def logit_hessians(Z: Tensor, loss: str) -> Tensor:
+    """The per-column loss Hessians ``Q_c`` (without ``1/N``) at the logits ``Z`` (``K x C``): ``C x K x K``.
+
+    ``I_K`` for MSE; ``diag(p_c) - p_c p_c^T`` with ``p_c = softmax(z_c)`` for cross-entropy.
+    Used at class-mean logits (one column per class) by the predictions from class means.
+    """
+    K, C = Z.shape
+    eye = torch.eye(K, dtype=Z.dtype, device=Z.device)
+    if loss == "mse":
+        return eye.expand(C, K, K).clone()
+    if loss == "ce":
+        p = torch.softmax(Z.detach(), dim=0).mT  # C x K
+        # row c of Q_c e_k, for every k at once: Q_c is symmetric
+        return _softmax_hessian_times(p[:, None, :], eye[None, :, :])
+    raise ValueError(f"loss must be 'mse' or 'ce'; got {loss!r}")
+
+
+def fit_loss(
+    params: UFMParams | Sequence[Tensor], cfg: UFMConfig, Y: Tensor | None = None, *,
+    relu_prime_at_zero: float | None = None,
+) -> Tensor:
+    """Fit term ``ℓ(θ)`` at the parameters (v1 Eq. (1)); the theorems concern this term.
+
+    ``relu_prime_at_zero`` is passed to :func:`forward` (the ReLU-kink convention seen by autograd).
+    """
     Y = labels(cfg, dtype=_first(params).dtype, device=_first(params).device) if Y is None else Y
-    return fit_loss_from_logits(forward(params, cfg.activation).logits, Y, cfg.loss)
+    Z = forward(params, cfg.activation, relu_prime_at_zero=relu_prime_at_zero).logits
+    return fit_loss_from_logits(Z, Y, cfg.loss)
 
 
 def penalty(params: UFMParams | Sequence[Tensor], cfg: UFMConfig) -> Tensor:
@@ -137,7 +224,7 @@ def penalty(params: UFMParams | Sequence[Tensor], cfg: UFMConfig) -> Tensor:
 
 
 def regularised_loss(params: UFMParams | Sequence[Tensor], cfg: UFMConfig, Y: Tensor | None = None) -> Tensor:
-    """The training objective ``𝓛 = ℓ + penalty`` of v1 Eq. (1) (digest §2.3)."""
+    """The training objective ``𝓛 = ℓ + penalty`` of v1 Eq. (1)."""
     return fit_loss(params, cfg, Y) + penalty(params, cfg)
 
 

@@ -60,6 +60,7 @@ from tqdm.auto import tqdm
 from .config import ConfigError, resolve_device, resolve_dtype
 from .data import DATASETS, ClassData, load_dataset
 from .train import Snapshot, TrainingDivergedError, log_epochs
+from .validation import check_int, check_positive
 
 __all__ = [
     "BACKBONES",
@@ -80,18 +81,6 @@ LOSSES = ("mse", "ce")
 
 
 # ----------------------------------------------------------------------------- configuration
-def _int(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, Integral) or value < minimum:
-        raise ConfigError(name, f"an integer >= {minimum}", value)
-    return int(value)
-
-
-def _positive(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, Real) or not (math.isfinite(value) and value > 0):
-        raise ConfigError(name, "a positive finite number", value)
-    return float(value)
-
-
 @dataclass(frozen=True)
 class NetworkConfig:
     """A backbone + deep-UFM-head classifier and how to train it (digest §7.4 F9).
@@ -144,7 +133,7 @@ class NetworkConfig:
             raise ConfigError("dataset", f"one of {sorted(DATASETS)}", self.dataset)
         object.__setattr__(self, "dataset", self.dataset.lower())
         n_all = DATASETS[self.dataset][1]
-        _int("n_per_class", self.n_per_class, 1)
+        check_int("n_per_class", self.n_per_class, 1)
         if self.classes is not None:
             if isinstance(self.classes, (str, bytes)) or not isinstance(self.classes, Iterable):
                 raise ConfigError("classes", "a sequence of class ids or None", self.classes)
@@ -159,22 +148,22 @@ class NetworkConfig:
             raise ConfigError("widths", "a sequence of positive integers", self.widths)
         widths = tuple(self.widths)
         for w in widths:
-            _int("widths", w, 1)
+            check_int("widths", w, 1)
         object.__setattr__(self, "widths", tuple(int(w) for w in widths))
-        _int("L", self.L, 1)
-        _int("d", self.d, 1)
+        check_int("L", self.L, 1)
+        check_int("d", self.d, 1)
         if self.d < self.K:
             raise ConfigError("d", f"an integer >= K = {self.K}", self.d)
         if self.activation not in ACTIVATIONS:
             raise ConfigError("activation", f"one of {ACTIVATIONS}", self.activation)
         if self.loss not in LOSSES:
             raise ConfigError("loss", f"one of {LOSSES}", self.loss)
-        _positive("lambda_W", self.lambda_W)
-        _positive("lambda_H", self.lambda_H)
-        _positive("lr", self.lr)
-        _int("epochs", self.epochs, 0)
+        check_positive("lambda_W", self.lambda_W)
+        check_positive("lambda_H", self.lambda_H)
+        check_positive("lr", self.lr)
+        check_int("epochs", self.epochs, 0)
         if self.batch_size is not None:
-            _int("batch_size", self.batch_size, 1)
+            check_int("batch_size", self.batch_size, 1)
             if self.batch_size > self.N:
                 raise ConfigError("batch_size", f"None or an integer in 1..N = {self.N}", self.batch_size)
         m = self.momentum
@@ -185,7 +174,7 @@ class NetworkConfig:
             object.__setattr__(self, "dtype", str(self.dtype).replace("torch.", ""))
         if not isinstance(self.device, (str, torch.device)):
             raise ConfigError("device", "a device name such as 'cpu', 'cuda' or 'auto'", self.device)
-        _int("seed", self.seed, 0)
+        check_int("seed", self.seed, 0)
         if not isinstance(self.data_root, str):
             raise ConfigError("data_root", "a folder path (str)", self.data_root)
 
@@ -418,8 +407,8 @@ def train_network(
     ------
     TrainingDivergedError : the message names the learning rate ``lr``.
     """
-    check_every = _int("check_every", check_every, 1)
-    divergence_factor = _positive("divergence_factor", divergence_factor)
+    check_every = check_int("check_every", check_every, 1)
+    divergence_factor = check_positive("divergence_factor", divergence_factor)
     data = load_network_data(cfg) if data is None else data
     if not isinstance(data, ClassData):
         raise ValueError(f"data must be a ufmlib.data.ClassData; got {type(data).__name__}")

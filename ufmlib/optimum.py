@@ -1,4 +1,4 @@
-"""The closed-form global minimiser of the bias-free MSE deep linear UFM (digest §3.2, R1).
+"""The closed-form global minimiser of the bias-free MSE deep linear UFM (R1).
 
 The global minimiser is due to Dang et al. (ICML 2023, Thm 3.1); its existence condition is
 v1 Eq. (2):
@@ -10,28 +10,31 @@ number γ ∈ ((L-1)/(2L), 1), the **largest** root of (★)
 
     γ^{L-1} (1-γ)^{L+1} = K^{L+1} n λ_H Π_l λ_{W_l}.
 
-When it fails the global minimiser is zero (loss 1/2) and :class:`DNCOptimum` says so.
+When it fails the global minimiser is zero (loss 1/2): :class:`DNCOptimum` says so, and every
+DNC quantity of it (``γ`` and everything built from it) raises :class:`NoDNCMinimiserError`.
 
 The root is found for ``u = 1 - γ`` in log space, so that λ down to 1e-10 and L up to 12 keep
 full relative precision in ``1 - γ`` (the quantity every eigenvalue depends on).
 
-This module also holds the cross-entropy DNC critical point of digest §4.9 (R9).
+This module also holds the cross-entropy DNC critical point (R9).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, Sequence
 
 import numpy as np
 import torch
 from scipy.optimize import brentq
 
-from .config import ConfigError, UFMConfig, _check_int, _check_positive
+from .config import UFMConfig
 from .model import UFMParams
+from .validation import ConfigError, check_int, check_positive
 
 __all__ = [
+    "NoDNCMinimiserError",
     "condition",
     "solve_gamma",
     "DNCOptimum",
@@ -43,12 +46,16 @@ __all__ = [
 ]
 
 
+class NoDNCMinimiserError(ValueError):
+    """Condition (2) fails: the global minimiser is zero and has no deep-neural-collapse structure."""
+
+
 def _lambdas(L: int, lambda_W: float | Sequence[float]) -> tuple[float, ...]:
     if isinstance(lambda_W, (list, tuple)):
         if len(lambda_W) != L:
             raise ConfigError("lambda_W", f"one number or a list of L = {L} numbers", lambda_W)
-        return tuple(_check_positive(f"lambda_W[{i}]", v) for i, v in enumerate(lambda_W))
-    return (_check_positive("lambda_W", lambda_W),) * L
+        return tuple(check_positive(f"lambda_W[{i}]", v) for i, v in enumerate(lambda_W))
+    return (check_positive("lambda_W", lambda_W),) * L
 
 
 def condition(K: int, n: int, L: int, lambda_W: float | Sequence[float], lambda_H: float) -> tuple[float, float]:
@@ -100,10 +107,12 @@ def solve_gamma(K: int, n: int, L: int, lambda_W: float | Sequence[float], lambd
 
 @dataclass(frozen=True)
 class DNCOptimum:
-    """Closed-form description of the global minimiser (digest §3.2) and its spectra (§4).
+    """Closed-form description of the global minimiser (R1) and its spectra (R2-R6).
 
-    ``is_global`` is ``False`` when condition (2) fails: then the global minimiser is zero, its
-    loss is 1/2, and every DNC quantity below is ``nan`` (never a silent number).
+    ``is_global`` is ``False`` when condition (2) fails: then the global minimiser is zero and its
+    loss is 1/2 (both true numbers); every DNC quantity (``gamma``, ``one_minus_gamma`` and
+    everything derived from them) raises :class:`NoDNCMinimiserError` instead of returning a
+    number. :meth:`require_global` raises the same error up front.
     """
 
     K: int
@@ -114,17 +123,35 @@ class DNCOptimum:
     condition_lhs: float
     condition_rhs: float
     is_global: bool
-    gamma: float
-    one_minus_gamma: float
     optimal_loss: float
+    root: tuple[float, float] | None = field(default=None, repr=False)
 
     @property
     def N(self) -> int:
         return self.K * self.n
 
+    def require_global(self) -> "DNCOptimum":
+        """``self`` when the minimiser has DNC structure, else :class:`NoDNCMinimiserError`."""
+        if not self.is_global:
+            raise NoDNCMinimiserError(
+                f"no DNC minimiser: condition (2) fails (lhs {self.condition_lhs:.6g} >= rhs {self.condition_rhs:.6g}), "
+                "so the global minimiser is zero (loss 1/2); lower lambda_W or lambda_H"
+            )
+        return self
+
+    @property
+    def gamma(self) -> float:
+        """``γ``, the largest root of (★)."""
+        return self.require_global().root[0]
+
+    @property
+    def one_minus_gamma(self) -> float:
+        """``1 - γ``, computed directly (no cancellation)."""
+        return self.require_global().root[1]
+
     @property
     def t(self) -> float:
-        """``t = γ(1-γ)/K = λ_{W_l} s_{W_l}^2 = λ_H s_H^2`` (digest §3.2)."""
+        """``t = γ(1-γ)/K = λ_{W_l} s_{W_l}^2 = λ_H s_H^2``."""
         return self.gamma * self.one_minus_gamma / self.K
 
     @property
@@ -160,45 +187,30 @@ class DNCOptimum:
         """Non-zero eigenvalue of ``W_l^T W_l`` (K-fold): ``γ(1-γ)/(K λ_{W_l})`` (R5, v1 Thm 4.4)."""
         return tuple(s * s for s in self.weight_singular_values)
 
-    def full_hessian_levels(self) -> list[dict]:
-        """Outlier levels of the full weight Hessian of the fit term (digest §5, R7).
-
-        The Gauss-Newton part has K² equal eigenvalues ``Σ_l λ_out(l)``. For a common
-        ``λ_W`` the residual term splits them into ``Lλγ/(1-γ) + (L-1)λ`` (multiplicity
-        K(K-1)/2) and ``Lλγ/(1-γ) - (L-1)λ`` (multiplicity K(K+1)/2); for ``L = 1`` both
-        coincide with the layer-wise level. With per-layer λ only the Gauss-Newton level is
-        given in closed form here (``split: None``).
-        """
-        K, L = self.K, self.L
-        gn = sum(self.layer_hessian_outlier)
-        if len(set(self.lambda_W)) == 1:
-            lam = self.lambda_W[0]
-            return [
-                {"level": gn + (L - 1) * lam, "multiplicity": K * (K - 1) // 2, "kind": "antisymmetric"},
-                {"level": gn - (L - 1) * lam, "multiplicity": K * (K + 1) // 2, "kind": "symmetric"},
-            ]
-        return [{"level": gn, "multiplicity": K * K, "kind": "gauss-newton", "split": None}]
-
     def as_dict(self) -> dict:
-        """Plain-Python summary used by ``ufm predict --json``."""
-        nan_if = (lambda x: x) if self.is_global else (lambda x: float("nan"))
-        return {
+        """Plain-Python summary used by ``ufm predict --json`` (``None`` for the DNC quantities of a zero minimiser)."""
+        out = {
             "K": self.K, "n": self.n, "L": self.L,
             "lambda_W": list(self.lambda_W), "lambda_H": self.lambda_H,
             "condition_lhs": self.condition_lhs, "condition_rhs": self.condition_rhs,
             "condition_holds": self.is_global,
-            "gamma": self.gamma, "one_minus_gamma": self.one_minus_gamma,
             "optimal_loss": self.optimal_loss,
-            "t": nan_if(self.t),
-            "weight_singular_values": [nan_if(s) for s in self.weight_singular_values],
-            "feature_singular_value": nan_if(self.feature_singular_value),
-            "feature_norms": [nan_if(s) for s in self.feature_norms],
-            "layer_hessian_outlier": [nan_if(v) for v in self.layer_hessian_outlier],
-            "feature_hessian_outlier": nan_if(self.feature_hessian_outlier),
-            "weight_gram_eigenvalue": [nan_if(v) for v in self.gram_eigenvalue],
-            "full_hessian_levels": [
-                {k: (nan_if(v) if k == "level" else v) for k, v in lev.items()} for lev in self.full_hessian_levels()
-            ],
+        }
+        if not self.is_global:
+            none, per_layer = None, [None] * self.L
+            return {**out, "gamma": none, "one_minus_gamma": none, "t": none,
+                    "weight_singular_values": per_layer, "feature_singular_value": none,
+                    "feature_norms": [None] * (self.L + 1), "layer_hessian_outlier": per_layer,
+                    "feature_hessian_outlier": none, "weight_gram_eigenvalue": per_layer}
+        return {
+            **out,
+            "gamma": self.gamma, "one_minus_gamma": self.one_minus_gamma, "t": self.t,
+            "weight_singular_values": list(self.weight_singular_values),
+            "feature_singular_value": self.feature_singular_value,
+            "feature_norms": list(self.feature_norms),
+            "layer_hessian_outlier": list(self.layer_hessian_outlier),
+            "feature_hessian_outlier": self.feature_hessian_outlier,
+            "weight_gram_eigenvalue": list(self.gram_eigenvalue),
         }
 
 
@@ -209,7 +221,7 @@ def dnc_optimum(
     lambda_W: float | Sequence[float] | None = None,
     lambda_H: float | None = None,
 ) -> DNCOptimum:
-    """Closed-form global minimiser of the bias-free MSE deep linear UFM (digest §3.2).
+    """Closed-form global minimiser of the bias-free MSE deep linear UFM (R1; Dang et al. 2023, Thm 3.1).
 
     Accepts a :class:`UFMConfig` or the numbers ``K, n, L, lambda_W, lambda_H``.
     Optimal loss: ``(1-γ)²/2 + (L+1)γ(1-γ)/2`` when condition (2) holds, else ``1/2``.
@@ -217,21 +229,23 @@ def dnc_optimum(
     if isinstance(K, UFMConfig):
         cfg = K
         K, n, L, lambda_W, lambda_H = cfg.K, cfg.n, cfg.L, cfg.lambda_Ws, cfg.lambda_H
-    K = _check_int("K", K, 2)
-    n = _check_int("n", n, 1)
-    L = _check_int("L", L, 1)
+    K = check_int("K", K, 2)
+    n = check_int("n", n, 1)
+    L = check_int("L", L, 1)
     lws = _lambdas(L, lambda_W)
-    lambda_H = _check_positive("lambda_H", lambda_H)
+    lambda_H = check_positive("lambda_H", lambda_H)
     lhs, rhs = condition(K, n, L, lws, lambda_H)
     root = solve_gamma(K, n, L, lws, lambda_H)
     if root is not None:
         g, u = root
         dnc_loss = 0.5 * u * u + 0.5 * (L + 1) * g * u
-    is_global = root is not None and lhs < rhs and dnc_loss < 0.5
+        # 1/2 - dnc_loss = γ(1 - Lu)/2 without the cancellation: it decides "below the zero
+        # minimiser" even where the loss itself rounds to 1/2 (within ~1e-8 of condition (2))
+        below_zero = g * (1.0 - L * u) > 0
+    is_global = root is not None and lhs < rhs and below_zero
     if not is_global:
-        nan = float("nan")
-        return DNCOptimum(K, n, L, lws, lambda_H, lhs, rhs, False, 0.0 if root is None else nan, 1.0, 0.5)
-    return DNCOptimum(K, n, L, lws, lambda_H, lhs, rhs, True, g, u, dnc_loss)
+        return DNCOptimum(K, n, L, lws, lambda_H, lhs, rhs, False, 0.5)
+    return DNCOptimum(K, n, L, lws, lambda_H, lhs, rhs, True, dnc_loss, root=(g, u))
 
 
 def _frames(cfg: UFMConfig, rank: int, kind: str) -> list[torch.Tensor]:
@@ -257,23 +271,18 @@ def _frames(cfg: UFMConfig, rank: int, kind: str) -> list[torch.Tensor]:
 def construct_minimiser(
     cfg: UFMConfig, *, frames: Literal["canonical", "nonnegative", "random"] = "canonical"
 ) -> UFMParams:
-    """An explicit global minimiser (digest §3.2), built from orthogonal class frames.
+    """An explicit global minimiser (R1), built from orthogonal class frames.
 
     Layer ``l`` has class means ``μ_c^{(l)} = ||μ^{(l)}|| U_l e_c`` for an orthonormal frame
     ``U_l`` (``d x K``); ``H_1 = M_1 ⊗ 1_n^T``, ``W_l = s_{W_l} U_{l+1} U_l^T`` (l < L) and
     ``W_L = s_{W_L} U_L^T``, so that the logits are ``γ Y``.
 
     ``frames="canonical"`` uses the first K coordinate axes, ``"nonnegative"`` random axes
-    (class means with disjoint non-negative supports: the ReLU model sees the same point,
-    digest §4.7), ``"random"`` random rotations (digest pitfall 5: any rotation is optimal).
-    Raises :class:`ValueError` when condition (2) fails (the minimiser is zero).
+    (class means with disjoint non-negative supports: the ReLU model sees the same point, R8),
+    ``"random"`` random rotations (any rotation of a minimiser is a minimiser).
+    Raises :class:`NoDNCMinimiserError` when condition (2) fails (the minimiser is zero).
     """
-    opt = dnc_optimum(cfg)
-    if not opt.is_global:
-        raise ValueError(
-            f"condition (2) fails (lhs {opt.condition_lhs:.6g} >= rhs {opt.condition_rhs:.6g}): "
-            "the global minimiser is zero"
-        )
+    opt = dnc_optimum(cfg).require_global()
     U = _frames(cfg, cfg.K, frames)
     norms = opt.feature_norms
     ones = torch.ones(1, cfg.n, dtype=torch.float64)
@@ -284,12 +293,12 @@ def construct_minimiser(
 
 
 # ----------------------------------------------------------------------------------------
-# Cross-entropy DNC critical point (digest §4.9, R9)
+# Cross-entropy DNC critical point (R9)
 
 
 @dataclass(frozen=True)
 class CECriticalPoint:
-    """The DNC critical point of the CE deep linear UFM with one common λ (digest §4.9).
+    """The DNC critical point of the CE deep linear UFM with one common λ (R9).
 
     Logits ``Z = α S ⊗ 1_n^T`` with ``S = I - 11^T/K``; every factor has ``K-1`` equal
     singular values ``s = (α sqrt(n))^{1/(L+1)}``; class means form a simplex ETF.
@@ -307,14 +316,14 @@ class CECriticalPoint:
 
 
 def ce_critical_point(K: int, n: int, L: int, lam: float) -> CECriticalPoint | None:
-    """α as the larger root of ``1/(e^α + K - 1) = λ n^{1/(L+1)} α^{(1-L)/(L+1)}`` (digest §4.9).
+    """α as the larger root of ``1/(e^α + K - 1) = λ n^{1/(L+1)} α^{(1-L)/(L+1)}`` (R9).
 
     Returns ``None`` when the equation has no root (no DNC critical point for this λ).
     """
-    K = _check_int("K", K, 2)
-    n = _check_int("n", n, 1)
-    L = _check_int("L", L, 1)
-    lam = _check_positive("lambda", lam)
+    K = check_int("K", K, 2)
+    n = check_int("n", n, 1)
+    L = check_int("L", L, 1)
+    lam = check_positive("lambda", lam)
     p = (L - 1) / (L + 1)
     log_rhs0 = math.log(lam) + math.log(n) / (L + 1)
 
@@ -349,7 +358,7 @@ def construct_ce_critical_point(cfg: UFMConfig, *, frames: Literal["canonical", 
         raise ConfigError("lambda_W", "equal to lambda_H in every layer for the CE critical point", cfg.lambda_W)
     cp = ce_critical_point(cfg.K, cfg.n, cfg.L, cfg.lambda_H)
     if cp is None:
-        raise ValueError("no CE DNC critical point exists for this λ (digest §4.9)")
+        raise NoDNCMinimiserError(f"no cross-entropy DNC critical point exists for lambda = {cfg.lambda_H:g}")
     K = cfg.K
     Q, _ = torch.linalg.qr(torch.cat([torch.ones(K, 1, dtype=torch.float64), torch.eye(K, dtype=torch.float64)[:, : K - 1]], 1))
     E = Q[:, 1:]  # orthonormal basis of the complement of the all-ones vector

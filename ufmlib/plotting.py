@@ -2,7 +2,7 @@
 
 Every figure of the book is drawn with the helpers below so that all chapters look alike:
 measured quantities (spectra, trajectories, histograms) are coloured markers or lines, the
-closed-form predictions of the digest are black dashed lines on top of them
+closed-form predictions are black dashed lines on top of them
 (:func:`add_levels`), thresholds are dotted vertical lines.
 
 * :func:`figure` - a styled figure with a grid of axes;
@@ -12,8 +12,10 @@ closed-form predictions of the digest are black dashed lines on top of them
 * :func:`plot_histogram_with_levels` - a histogram of a whole spectrum with predicted levels;
 * :func:`plot_theory_curves` - closed-form curves against a parameter (e.g. λ) with optional
   measured points and marked thresholds;
+* :func:`add_theory_trajectories` - predictions that change along training (black lines);
+* :func:`plot_coefficient_table` - a ``K x K`` table (``c_{cc'}``, ``f_{cc'}``) as a heat map;
 * :func:`save_figure` - PNG/PDF/SVG files whose bytes depend only on the figure (no dates,
-  no software versions), written to ``$UFM_FIGURE_DIR`` (set by :mod:`ufmlib.regenerate`) or
+  no software versions), written to ``$UFM_FIGURE_DIR`` (set by ``ufm regenerate`` for its kernels) or
   ``./figures``.
 """
 
@@ -36,6 +38,8 @@ __all__ = [
     "plot_eigenvalue_trajectories",
     "plot_histogram_with_levels",
     "plot_theory_curves",
+    "add_theory_trajectories",
+    "plot_coefficient_table",
     "figure_dir",
     "save_figure",
 ]
@@ -280,6 +284,50 @@ def plot_theory_curves(
         ax.set_yscale("log")
     _finish(ax, xlabel=xlabel, ylabel=ylabel, title=title, legend=True)
     return ax
+
+
+def add_theory_trajectories(ax, epochs, values, *, label: str | None = "theory", linestyle: str = "--") -> None:
+    """Draw predicted trajectories ``values[t, j]`` against ``epochs[t]`` as black (dashed) lines.
+
+    For predictions that change along training (e.g. eigenvalues predicted from the measured
+    class means); one legend entry ``label`` for all columns. ``linestyle`` (e.g. ``":"``)
+    tells such a prediction apart from a fixed closed-form level drawn on the same axes.
+    """
+    x = np.asarray(epochs, dtype=float).ravel()
+    y = np.asarray(values, dtype=float)
+    if y.ndim == 1:
+        y = y[:, None]
+    if y.ndim != 2 or y.shape[0] != x.size:
+        raise ValueError(f"values must have one row per epoch ({x.size}); got shape {y.shape}")
+    for j in range(y.shape[1]):
+        ax.plot(x, y[:, j], label=label if j == 0 else None, **{**THEORY, "linestyle": linestyle})
+    if label and ax.get_legend_handles_labels()[0]:
+        ax.legend()
+
+
+def plot_coefficient_table(table, *, ax, title: str | None = None, fmt: str = "{:.3f}",
+                           xlabel: str = r"$c'$", ylabel: str = r"$c$"):
+    """Heatmap of a ``K x K`` table (e.g. ``c_{cc'}`` or ``f_{cc'}``) with the values written in.
+
+    Rows are ``c``, columns ``c'`` (1-based tick labels).
+    """
+    T = np.asarray(table.detach().cpu().numpy() if hasattr(table, "detach") else table, dtype=float)
+    if T.ndim != 2 or T.shape[0] != T.shape[1]:
+        raise ValueError(f"table must be a square matrix; got shape {T.shape}")
+    K = T.shape[0]
+    im = ax.imshow(T, cmap="Blues", vmin=0.0, vmax=max(float(np.nanmax(T)), 1e-300))
+    for i in range(K):
+        for j in range(K):
+            colour = "white" if T[i, j] > 0.6 * np.nanmax(T) else "black"
+            ax.text(j, i, fmt.format(T[i, j]), ha="center", va="center", color=colour, fontsize=8)
+    ax.set_xticks(range(K), [str(j + 1) for j in range(K)])
+    ax.set_yticks(range(K), [str(i + 1) for i in range(K)])
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(False)
+    if title:
+        ax.set_title(title)
+    return im
 
 
 def _numpy(value):

@@ -6,7 +6,7 @@ result - and, through thousands of gradient-descent steps, the leading ones of a
 depend on the machine's core count. With a fixed thread count, the same commit, profile and
 parameters give the same float64 numbers on the same machine (``tests/test_determinism.py``).
 One thread is also the fastest setting for the companion's small matrices on a busy machine
-(oversubscribed OpenMP threads spin; see ``ufmlib.regenerate._kernel_environment``).
+(oversubscribed OpenMP threads spin; ``ufm regenerate`` starts its kernels with one thread).
 
 :func:`configure` fixes, in the running process,
 

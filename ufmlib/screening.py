@@ -47,9 +47,8 @@ a run that was checked to be DNC-like (digest pitfall 7).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from numbers import Integral, Real
+from numbers import Integral
 from typing import Sequence
 
 import numpy as np
@@ -58,10 +57,11 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from .collapse import class_means, nc1_relative
-from .config import ConfigError, UFMConfig
+from .config import UFMConfig
 from .model import UFMParams, forward, init_params, labels, regularised_loss
 from .optimum import dnc_optimum
 from .train import TrainingDivergedError, log_epochs, loss_and_grad
+from .validation import check_fraction, check_int, check_positive
 
 __all__ = [
     "SOLUTION_KINDS",
@@ -172,12 +172,6 @@ def solution_metrics(params: UFMParams, cfg: UFMConfig) -> SolutionMetrics:
 
 
 # ----------------------------------------------------------------------------- the test
-def _check_fraction(name: str, value, *, upper: float = 1.0) -> float:
-    if isinstance(value, bool) or not isinstance(value, Real) or not 0.0 < float(value) <= upper:
-        raise ValueError(f"{name} must be a number in (0, {upper:g}]; got {value!r}")
-    return float(value)
-
-
 @dataclass(frozen=True)
 class DNCTest:
     """Thresholds of the DNC test (see the module docstring for the rule).
@@ -202,7 +196,7 @@ class DNCTest:
 
     def __post_init__(self) -> None:
         for name in ("nc1", "cosine", "clipped", "merged", "rank"):
-            _check_fraction(name, getattr(self, name))
+            check_fraction(name, getattr(self, name))
         if self.cosine >= self.merged:
             raise ValueError(f"cosine must be below merged ({self.merged}); got {self.cosine!r}")
 
@@ -308,10 +302,8 @@ def screen_seeds(
     """
     cfg = _check_cfg(cfg)
     seeds = _check_seeds(seeds)
-    if isinstance(lr, bool) or not isinstance(lr, Real) or not (math.isfinite(lr) and lr > 0):
-        raise ConfigError("lr", "a positive finite number", lr)
-    if isinstance(epochs, bool) or not isinstance(epochs, Integral) or epochs < 0:
-        raise ConfigError("epochs", "an integer >= 0", epochs)
+    lr = check_positive("lr", lr)
+    epochs = check_int("epochs", epochs, 0)
     if isinstance(history, bool) or not isinstance(history, Integral) or history < 1:
         raise ValueError(f"history must be an integer >= 1; got {history!r}")
     test = DNCTest() if test is None else test

@@ -21,8 +21,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .config import ConfigError, UFMConfig
+from .config import UFMConfig
 from .model import UFMParams, init_params, labels
+from .validation import check_int, check_positive
 
 
 __all__ = ["TrainingDivergedError", "Snapshot", "TrainResult", "log_epochs", "train"]
@@ -146,10 +147,8 @@ def train(
         times ``max(1, initial loss)``, or is not finite.
     check_every : epochs between divergence checks (each check synchronises a GPU).
     """
-    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not (math.isfinite(lr) and lr > 0):
-        raise ConfigError("lr", "a positive finite number", lr)
-    if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 0:
-        raise ConfigError("epochs", "an integer >= 0", epochs)
+    lr = check_positive("lr", lr)
+    epochs = check_int("epochs", epochs, 0)
     epochs = int(epochs)
     if snapshot_epochs is None:
         snapshot_epochs = 30

@@ -1,4 +1,5 @@
-"""Tests of ufmlib.figures: per-snapshot measurements for the R2-R5 chapters and their axes."""
+"""Per-snapshot measurements of the R2-R5 chapters (ufmlib.dynamics, ufmlib.matrices), their axes
+(ufmlib.plotting) and the agreement table (ufmlib.notebook)."""
 
 from __future__ import annotations
 
@@ -13,24 +14,13 @@ import pytest
 import torch
 
 from ufmlib.config import UFMConfig
-from ufmlib.dynamics import record_dynamics
-from ufmlib.figures import (
-    TrackedDynamics,
-    add_theory_trajectories,
-    agreement_table,
-    balancedness,
-    gradient_snapshot,
-    plot_coefficient_table,
-    record_dynamics_with,
-    singular_subspace_overlaps,
-    snapshot_checkpoints,
-    split_snapshot,
-    weight_snapshot,
-)
+from ufmlib.dynamics import gradient_snapshot, record_dynamics, snapshot_checkpoints, split_snapshot, weight_snapshot
+from ufmlib.matrices import balancedness, singular_subspace_overlaps
 from ufmlib.model import init_params
+from ufmlib.notebook import agreement_table, check
 from ufmlib.optimum import construct_minimiser, dnc_optimum
-from ufmlib.plotting import figure
-from ufmlib.provenance import check
+from ufmlib.plotting import add_theory_trajectories, figure, plot_coefficient_table
+from ufmlib.state import UFMState
 
 TINY = UFMConfig(K=2, n=3, d=4, L=3, lambda_W=0.01, lambda_H=0.01, seed=3)
 SMALL = UFMConfig(K=3, n=2, d=5, L=3, lambda_W=0.02, lambda_H=0.01, seed=1)
@@ -41,29 +31,36 @@ def minimiser():
     return construct_minimiser(SMALL, frames="random")
 
 
-def test_record_dynamics_with_reproduces_record_dynamics_and_adds_the_measurement():
+def test_record_dynamics_with_a_measurement_keeps_the_snapshots_and_adds_it():
     kw = dict(lr=0.3, epochs=40, layer=2, snapshots=6, progress=False)
     plain = record_dynamics(TINY, **kw)
-    tracked = record_dynamics_with(TINY, measure=lambda p, c: {"w1": float(p.Ws[0].norm()), "K": c.K}, **kw)
-    assert isinstance(tracked, TrackedDynamics)
-    dyn = tracked.dynamics
-    assert np.array_equal(dyn.epochs, plain.epochs)
+    seen = []
+
+    def measure(st, c):
+        seen.append(st)
+        return {"w1": float(st.Ws[0].norm()), "K": c.K}
+
+    dyn = record_dynamics(TINY, measure=measure, **kw)
+    assert plain.extra == () and np.array_equal(dyn.epochs, plain.epochs)
     for a, b in zip(dyn.snapshots, plain.snapshots):
-        np.testing.assert_allclose(a.eigenvalues, b.eigenvalues, rtol=0, atol=1e-15)
-        np.testing.assert_allclose(a.f_table, b.f_table, rtol=0, atol=1e-15)
-    assert len(tracked.extra) == len(dyn.snapshots)
-    assert np.all(tracked.series("K") == TINY.K)
+        np.testing.assert_array_equal(a.eigenvalues, b.eigenvalues)
+        np.testing.assert_array_equal(a.f_table, b.f_table)
+    assert len(dyn.extra) == len(dyn.snapshots)
+    assert np.all(dyn.series("K") == TINY.K)
+    # the measurement receives the snapshot's state (one forward pass per snapshot, float64 on the CPU)
+    assert all(isinstance(st, UFMState) and st.params.H1.dtype == torch.float64 for st in seen)
     # the last measurement sees the final parameters
-    assert tracked.series("w1")[-1] == pytest.approx(float(dyn.run.params.Ws[0].norm()), rel=1e-15)
+    assert dyn.series("w1")[-1] == pytest.approx(float(dyn.run.params.Ws[0].norm()), rel=1e-15)
+    assert dyn.converged and all(s.method == "kronecker" for s in dyn.snapshots)
     with pytest.raises(ValueError, match="key"):
-        tracked.series("missing")
+        dyn.series("missing")
 
 
-def test_record_dynamics_with_rejects_bad_arguments():
+def test_record_dynamics_rejects_bad_arguments():
     with pytest.raises(ValueError, match="measure"):
-        record_dynamics_with(TINY, lr=0.1, epochs=2, layer=1, measure=None, progress=False)
+        record_dynamics(TINY, lr=0.1, epochs=2, layer=1, measure=3, progress=False)
     with pytest.raises(ValueError, match="layer"):
-        record_dynamics_with(TINY, lr=0.1, epochs=2, layer=4, measure=lambda p, c: 0, progress=False)
+        record_dynamics(TINY, lr=0.1, epochs=2, layer=4, measure=lambda st, c: 0, progress=False)
 
 
 def test_snapshot_checkpoints_spread_in_log_epoch():

@@ -1,48 +1,40 @@
-"""What a notebook run was, and what it showed: provenance, glued values and checks.
+"""What a chapter uses: glued values, theory-versus-measurement checks and agreement tables.
 
-Three things live here, all used by the notebooks and by :mod:`ufmlib.regenerate`:
+This module is what the notebooks import besides the science itself. It needs nothing of the
+book machinery (no papermill, nbformat, jupytext, Sphinx or myst-nb), so a notebook opened on
+Colab runs with ``pip install ufmlib`` alone.
 
 * :func:`glue` puts a value (a number, a string, a matplotlib figure) into the notebook's
   outputs under a name, with the same output layout as ``myst_nb.glue``, so that the book can
-  paste it into prose with ``{glue:text}`` / ``{glue:figure}``. It does not import myst-nb, so
-  the notebooks also run on Colab, where the book tooling is not installed.
+  paste it into prose with ``{glue:text}`` / ``{glue:figure}``.
 * :func:`check` compares a measured number with the theory under an explicit tolerance,
   raises :class:`ReproductionError` when they disagree (a failed reproduction fails the run)
-  and records the comparison in the notebook's outputs; :func:`checks_from_notebook` reads the
-  records back out of an executed notebook (the "Reproduction status" page is built from them).
-* :func:`collect` gathers the provenance of a run (profile, parameters that differ from the
-  notebook's defaults, device, ufmlib version, git commit and dirty mark, date, wall time);
-  :func:`markdown_box` renders it as the small box shown at the top of every executed page.
+  and records the comparison in the notebook's outputs, from where :mod:`ufmlib.book` builds the
+  "Reproduction status" page.
+* :func:`agreement_table` renders checks, or rows of predicted and measured values, as the one
+  Markdown table format of the chapters.
 """
 
 from __future__ import annotations
 
 import base64
-import datetime as _dt
 import io
 import json
 import math
-import platform
-import subprocess
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from numbers import Real
-from pathlib import Path
 from typing import Any, Mapping
 
 __all__ = [
     "GLUE_PREFIX",
     "CHECK_PREFIX",
+    "CHECK_MIME",
     "ReproductionError",
     "Check",
-    "Provenance",
     "glue",
     "figure_png",
     "check",
-    "checks_from_notebook",
-    "git_state",
-    "ufmlib_version",
-    "collect",
-    "markdown_box",
+    "agreement_table",
 ]
 
 GLUE_PREFIX = "application/papermill.record/"
@@ -51,7 +43,8 @@ GLUE_PREFIX = "application/papermill.record/"
 CHECK_PREFIX = "ufm-check:"
 """Glue-name prefix of the records written by :func:`check`."""
 
-_CHECK_MIME = "application/json"
+CHECK_MIME = "application/json"
+"""Mime type (after :data:`GLUE_PREFIX`) of a check record."""
 
 
 class ReproductionError(AssertionError):
@@ -232,7 +225,7 @@ def check(
         from IPython.display import display as ipy_display
 
         ipy_display(
-            {GLUE_PREFIX + _CHECK_MIME: json.dumps(rec.as_dict()), GLUE_PREFIX + "text/plain": repr(rec)},
+            {GLUE_PREFIX + CHECK_MIME: json.dumps(rec.as_dict()), GLUE_PREFIX + "text/plain": repr(rec)},
             raw=True,
             metadata={"scrapbook": {"name": CHECK_PREFIX + name, "mime_prefix": GLUE_PREFIX}},
         )
@@ -244,163 +237,64 @@ def check(
     return rec
 
 
-def checks_from_notebook(nb: Mapping[str, Any]) -> list[Check]:
-    """The :func:`check` records stored in an executed notebook, in execution order."""
-    out: list[Check] = []
-    for cell in nb.get("cells", []):
-        for output in cell.get("outputs", []) if cell.get("cell_type") == "code" else []:
-            meta = output.get("metadata", {}).get("scrapbook", {})
-            if not str(meta.get("name", "")).startswith(CHECK_PREFIX):
-                continue
-            data = output.get("data", {})
-            payload = data.get(meta.get("mime_prefix", "") + _CHECK_MIME)
-            if isinstance(payload, str):
-                payload = json.loads(payload)
-            if isinstance(payload, Mapping):
-                out.append(Check.from_dict(payload))
-    return out
-
-
 # ----------------------------------------------------------------------------------------
-# provenance of a run
+# agreement tables
 
 
-def git_state(path: str | Path) -> tuple[str | None, bool | None]:
-    """``(commit, dirty)`` of the git work tree containing ``path``; ``(None, None)`` outside one.
-
-    ``dirty`` is ``True`` when tracked files differ from the commit or untracked (not ignored)
-    files exist. A repository without any commit gives ``(None, True)``.
-    """
-
-    def git(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run(["git", "-C", str(path), *args], capture_output=True, text=True, timeout=30)
-
-    try:
-        inside = git("rev-parse", "--is-inside-work-tree")
-    except (OSError, subprocess.SubprocessError):
-        return None, None
-    if inside.returncode != 0 or inside.stdout.strip() != "true":
-        return None, None
-    head = git("rev-parse", "HEAD")
-    commit = head.stdout.strip() if head.returncode == 0 else None
-    status = git("status", "--porcelain")
-    dirty = bool(status.stdout.strip()) if status.returncode == 0 else None
-    if commit is None:
-        dirty = True
-    return commit, dirty
-
-
-def ufmlib_version() -> str:
-    """The version of the ufmlib that is imported (installed metadata, else pyproject.toml)."""
-    from importlib import metadata
-
-    try:
-        return metadata.version("ufmlib")
-    except metadata.PackageNotFoundError:
-        pass
-    pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
-    try:
-        import tomllib
-
-        return str(tomllib.loads(pyproject.read_text())["project"]["version"])
-    except (OSError, KeyError, ValueError):
-        return "unknown"
-
-
-@dataclass(frozen=True)
-class Provenance:
-    """How an executed notebook was produced (stored in its metadata under ``ufm.provenance``)."""
-
-    notebook: str
-    profile: str
-    device: str
-    parameters: dict[str, Any] = field(default_factory=dict)
-    ufmlib_version: str = "unknown"
-    git_commit: str | None = None
-    git_dirty: bool | None = None
-    date: str = ""
-    wall_time_s: float = float("nan")
-    python: str = ""
-    torch: str = ""
-    input_hash: str = ""
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "Provenance":
-        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
-
-
-def _torch_version() -> str:
-    try:
-        from importlib import metadata
-
-        return metadata.version("torch")
-    except Exception:  # noqa: BLE001 - torch metadata missing is not an error here
-        return "unknown"
-
-
-def collect(
-    *,
-    notebook: str,
-    profile: str,
-    device: str,
-    parameters: Mapping[str, Any],
-    defaults: Mapping[str, Any],
-    wall_time_s: float,
-    root: str | Path,
-    input_hash: str = "",
-    now: _dt.datetime | None = None,
-) -> Provenance:
-    """Provenance of one run; ``parameters`` keeps only the values that differ from ``defaults``."""
-    changed = {k: v for k, v in parameters.items() if k not in defaults or defaults[k] != v}
-    commit, dirty = git_state(root)
-    if commit is None and dirty is None:
-        commit, dirty = git_state(Path(__file__).resolve().parent)
-    now = now or _dt.datetime.now(_dt.timezone.utc)
-    return Provenance(
-        notebook=notebook, profile=profile, device=str(device), parameters=dict(changed),
-        ufmlib_version=ufmlib_version(), git_commit=commit, git_dirty=dirty,
-        date=now.astimezone(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        wall_time_s=float(wall_time_s), python=platform.python_version(), torch=_torch_version(),
-        input_hash=input_hash,
-    )
-
-
-def _fmt_value(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:g}"
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_fmt_value(v) for v in value) + "]"
-    return repr(value) if isinstance(value, str) else str(value)
-
-
-def _fmt_params(params: Mapping[str, Any]) -> str:
-    if not params:
-        return "none (the notebook's defaults)"
-    return ", ".join(f"`{k} = {_fmt_value(v)}`" for k, v in params.items())
-
-
-def markdown_box(prov: Provenance | Mapping[str, Any]) -> str:
-    """The provenance box (a MyST admonition) shown at the top of an executed page."""
-    if not isinstance(prov, Provenance):
-        prov = Provenance.from_dict(prov)
-    if prov.git_commit:
-        commit = f"commit `{prov.git_commit[:10]}`"
-        if prov.git_dirty:
-            commit += " with uncommitted changes"
-    elif prov.git_dirty is None:
-        commit = "outside a git work tree"
-    else:
-        commit = "no commit yet (uncommitted files)"
-    lines = [
-        ":::{admonition} How this page was computed",
-        ":class: note",
-        f"Profile **{prov.profile}** on device `{prov.device}`; ufmlib {prov.ufmlib_version} ({commit}); "
-        f"Python {prov.python}, torch {prov.torch}; executed {prov.date} in {prov.wall_time_s:.1f} s.",
-        "",
-        f"Parameters changed from the notebook's defaults: {_fmt_params(prov.parameters)}.",
-        ":::",
-    ]
+def _markdown(headers: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
     return "\n".join(lines)
+
+
+def agreement_table(rows, *, digits: int = 10, headers=None) -> str:
+    """A Markdown table of theory against measurement: the one table format of the chapters.
+
+    ``rows`` is either a list of :class:`Check` records (what :func:`check` returned) or a list of
+    ``(quantity, predicted, measured, *extra)`` tuples:
+
+    * checks: columns *check, predicted, measured, error, tolerance* and the outcome (✓/✗), the
+      error relative or absolute as it was checked;
+    * tuples: columns *quantity, predicted, measured*, the extra entries, and the relative error
+      ``|measured - predicted|/|predicted|`` (the absolute error, marked "(abs)", for a predicted
+      0). ``headers`` names every column in display order (default: quantity, predicted,
+      measured, relative error).
+    """
+    if isinstance(digits, bool) or not isinstance(digits, int) or not 1 <= digits <= 17:
+        raise ValueError(f"digits must be an integer in 1..17; got {digits!r}")
+    rows = list(rows)
+    if not rows:
+        raise ValueError("rows must not be empty")
+    if all(isinstance(r, Check) for r in rows):
+        if headers is not None:
+            raise ValueError("headers are fixed for a table of Check records")
+        cells = []
+        for c in rows:
+            kind = "rel." if c.kind == "rel" else "abs."
+            cells.append([c.description, f"{c.theory:.{digits}g}", f"{c.measured:.{digits}g}",
+                          f"{c.error:.1e} ({kind})", f"{c.tolerance:.0e}", "✓" if c.passed else "✗"])
+        return _markdown(["check", "predicted", "measured", "error", "tolerance", ""], cells)
+    if any(isinstance(r, Check) or not isinstance(r, (tuple, list)) for r in rows):
+        raise ValueError("rows must be all Check records or all (quantity, predicted, measured, ...) tuples")
+    rows = [tuple(r) for r in rows]
+    if any(len(r) < 3 for r in rows):
+        raise ValueError("rows must be a non-empty sequence of (quantity, predicted, measured, ...) tuples")
+    width = len(rows[0])
+    if any(len(r) != width for r in rows):
+        raise ValueError("rows must all have the same length")
+    headers = list(headers) if headers is not None else ["quantity", "predicted", "measured", "relative error"]
+    if len(headers) != width + 1:
+        raise ValueError(f"headers must name {width + 1} columns; got {len(headers)}")
+
+    def fmt(v) -> str:
+        if isinstance(v, Real) and not isinstance(v, bool):
+            return f"{float(v):.{digits}g}"
+        return str(v)
+
+    cells = []
+    for r in rows:
+        name, p, m = r[0], float(r[1]), float(r[2])
+        err = abs(m - p) / abs(p) if p != 0 else abs(m - p)
+        note = "" if p != 0 else " (abs)"
+        cells.append([str(name), fmt(p), fmt(m)] + [fmt(e) for e in r[3:]] + [f"{err:.1e}{note}"])
+    return _markdown(headers, cells)

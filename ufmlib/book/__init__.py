@@ -1,0 +1,53 @@
+"""The book machinery: run every notebook under a parameter profile, then build the book.
+
+Layout (relative to the repository root)::
+
+    notebooks/<name>.md        the notebook (jupytext MyST markdown; the file that is edited)
+    notebooks/<name>.ipynb     its paired copy without outputs (committed, opened by Colab)
+    profiles/<profile>.yaml    parameters per notebook: smoke (tests), ci (<= 10 min), paper
+    outputs/notebooks/<name>.ipynb   the executed notebook (ignored by git; the book page)
+    outputs/status.md          the table of every check, included by book/status.md
+    outputs/status.json        the outcome of the last run of every notebook
+    outputs/figures/           files written by ufmlib.plotting.save_figure
+    book/_ext/ufm_pages.py     the book's Sphinx extension (launch buttons, MathJax everywhere)
+
+A run (``ufm regenerate``, ``python -m ufmlib.book``,
+:func:`ufmlib.book.regenerate.regenerate`) does, in order:
+
+1. reads the profile and the selected notebooks with ``jupytext.read`` and validates the
+   profile's parameters against each notebook's ``parameters`` cell (annotated assignments,
+   parsed with :mod:`ast`): an unknown parameter, a value of the wrong type or an unavailable
+   device is rejected (:class:`~ufmlib.book.parameters.ProfileError`, naming the notebook, the
+   parameter and what is allowed) before any kernel starts;
+2. executes the selected notebooks **serially** with ``papermill`` (kernel ``python3``, working
+   directory ``notebooks/``), each into a temporary file that replaces the previous output only
+   on success - a failed notebook keeps its last good output; a notebook whose inputs (text,
+   parameters, profile, ufmlib sources) are unchanged since its last good output is skipped
+   unless ``force``;
+3. records the provenance in the executed notebook's metadata (``metadata.ufm``) and as a small
+   box under the page title, collects the notebook's theory-versus-measurement checks (written
+   by :func:`ufmlib.notebook.check`), writes ``outputs/status.md``;
+4. prints a table (notebook, status, seconds) and the error of every failed cell, and builds
+   the book with ``jupyter-book build . -W -n --keep-going`` (unless ``build_book=False``).
+
+The book renders these outputs as they are (``execute_notebooks: off``).
+
+Modules, one job each (imported on demand; this package imports nothing itself, and papermill,
+nbformat, jupytext, Sphinx and PyYAML are only imported inside the functions that use them):
+
+* :mod:`~ufmlib.book.parameters` - reading a notebook, its ``parameters`` cell and the
+  declared parameters with their types (:class:`~ufmlib.book.parameters.Parameter`);
+* :mod:`~ufmlib.book.profiles` - the repository layout, profiles, and the run plan (one
+  :class:`~ufmlib.book.profiles.Job` per notebook, with the hash of its inputs);
+* :mod:`~ufmlib.book.execute` - executing one job with papermill and writing its output;
+* :mod:`~ufmlib.book.provenance` - what a run was (profile, device, versions, commit, date)
+  and the checks recorded in an executed notebook;
+* :mod:`~ufmlib.book.status` - the "Reproduction status" table and the last outcomes;
+* :mod:`~ufmlib.book.build` - ``jupyter-book build`` and the paired-notebook check;
+* :mod:`~ufmlib.book.regenerate` - the whole run and its report;
+* :mod:`~ufmlib.book.cli` - ``ufm regenerate`` (an entry point of group ``ufmlib.commands``)
+  and ``python -m ufmlib.book``.
+
+The science modules of :mod:`ufmlib` never import this package; it uses them only through
+their public names (:mod:`ufmlib.config`, :mod:`ufmlib.runtime`, :mod:`ufmlib.notebook`).
+"""

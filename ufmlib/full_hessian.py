@@ -1,0 +1,207 @@
+"""The full Hessian over all parameters, its Gauss-Newton part and the fit gradient (R7).
+
+The flat parameter vector is ``θ = [vec(W_1); ...; vec(W_L)]`` (or ``[vec(H_1); vec(W_1); ...]``
+with ``include_H``), every block the row-major vec of its matrix (:func:`layer_blocks` cuts it
+back into layers). Measured routes:
+
+* :func:`full_hessian_autodiff` -- dense, by ``torch.func`` (forward-over-reverse);
+* :func:`full_hvp` -- matrix-free products ``v ↦ ∇²ℓ v`` (jvp of grad), for the eigensolvers;
+* :func:`full_gauss_newton` -- the dense Gauss-Newton part ``Σ_i J_i^T Q_i J_i``;
+* :func:`fit_gradient` -- the gradient of the fit term, per layer or flat;
+* :func:`frame_coefficients` -- a flat vector's blocks in the class-mean frames, the coordinates
+  in which the outlier eigenvectors of R7 are (anti)symmetric.
+
+Unlike the layer blocks (:mod:`ufmlib.hessian`), the cross-layer blocks of the full Hessian have
+a residual term beyond Gauss-Newton, because the logits are multilinear in the weights; at the
+minimiser it splits the ``K²`` Gauss-Newton outliers into two levels
+(:func:`ufmlib.theory.optimum_full_hessian`). Everything concerns the **fit term** ``ℓ``;
+``regularised=True`` adds the penalty diagonal.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Sequence
+
+import torch
+from torch import Tensor
+
+from .autodiff import auto_chunk, dense_hessian, load_forward_ad
+from .config import UFMConfig
+from .model import UFMParams, fit_loss, forward, labels, logit_hessian_apply
+from .state import UFMState, state_of
+from .validation import check_layer
+
+__all__ = [
+    "full_hessian_autodiff",
+    "full_hvp",
+    "fit_gradient",
+    "full_gauss_newton",
+    "layer_blocks",
+    "frame_coefficients",
+]
+
+F64 = torch.float64
+MatVec = Callable[[Tensor], Tensor]
+Point = UFMState | UFMParams | Sequence[Tensor]
+
+
+def _flat_setup(params: Point, cfg: UFMConfig, include_H: bool):
+    """The flat point ``θ``, the fit term as a function of it and the penalty diagonal."""
+    tensors = state_of(params, cfg).tensors()
+    start = 0 if include_H else 1
+    shapes = [t.shape for t in tensors[start:]]
+    sizes = [math.prod(s) for s in shapes]
+    theta = torch.cat([t.reshape(-1) for t in tensors[start:]])
+    Y = labels(cfg, dtype=theta.dtype, device=theta.device)
+
+    def unflatten(x: Tensor) -> list[Tensor]:
+        parts = [p.reshape(s) for p, s in zip(torch.split(x, sizes), shapes)]
+        return parts if include_H else [tensors[0], *parts]
+
+    def f(x: Tensor) -> Tensor:
+        return fit_loss(unflatten(x), cfg, Y)
+
+    lams = ([cfg.lambda_H] if include_H else []) + list(cfg.lambda_Ws)
+    diag = torch.cat([torch.full((s,), lam, dtype=theta.dtype, device=theta.device) for s, lam in zip(sizes, lams)])
+    return theta, f, diag
+
+
+def full_hessian_autodiff(
+    params: Point, cfg: UFMConfig, *, include_H: bool = False, regularised: bool = False
+) -> Tensor:
+    """Dense Hessian of ``ℓ`` over ``[W_1..W_L]`` (or ``[H_1, W_1..W_L]``), row-major blocks (R7).
+
+    Parameter order is that of :meth:`UFMParams.tensors` without or with ``H_1``; each block is
+    the row-major vec of its matrix. ``regularised=True`` adds ``diag(λ_H I, λ_{W_1} I, ...)``.
+    Its diagonal blocks are the layer Hessians of R2; :func:`ufmlib.theory.optimum_full_hessian`
+    predicts its spectrum at the minimiser.
+    """
+    theta, f, diag = _flat_setup(params, cfg, include_H)
+    H = dense_hessian(f, theta, chunk_size=auto_chunk(theta.numel(), 6 * cfg.d * cfg.N * cfg.L))
+    return H + torch.diag(diag) if regularised else H
+
+
+def full_hvp(
+    params: Point, cfg: UFMConfig, *, include_H: bool = False, regularised: bool = False
+) -> tuple[MatVec, int]:
+    """Matrix-free full-Hessian product ``v ↦ ∇²ℓ v`` (jvp of grad, ``torch.func``) and its dimension.
+
+    Same parameter order and vec convention as :func:`full_hessian_autodiff`; ``v`` may be
+    ``(dim,)`` or ``(dim, m)`` (vmapped over columns). One product costs a small multiple of one gradient
+    (``benchmarks/spectra.py`` part (d) measures it).
+    """
+    theta, f, diag = _flat_setup(params, cfg, include_H)
+    load_forward_ad()
+    grad = torch.func.grad(f)
+    dim = theta.numel()
+
+    def hvp(v: Tensor) -> Tensor:
+        return torch.func.jvp(grad, (theta,), (v,))[1]
+
+    def matvec(v: Tensor) -> Tensor:
+        if v.ndim not in (1, 2) or v.shape[0] != dim:
+            raise ValueError(f"v must have shape ({dim},) or ({dim}, m); got {tuple(v.shape)}")
+        v = v.to(dtype=theta.dtype, device=theta.device)
+        out = hvp(v) if v.ndim == 1 else torch.func.vmap(hvp, in_dims=1, out_dims=1)(v)
+        if regularised:
+            out = out + (diag * v if v.ndim == 1 else diag[:, None] * v)
+        return out
+
+    return matvec, dim
+
+
+def fit_gradient(
+    params: Point, cfg: UFMConfig, layer: int | None = None, *, include_H: bool = False
+) -> Tensor:
+    """Gradient of the **fit term** ``ℓ`` (not of the regularised loss, which vanishes at a critical point).
+
+    ``layer=l`` gives ``vec(∇_{W_l} ℓ)`` (row-major, length ``d_out d_in``); ``layer=None`` the
+    flat gradient over ``[W_1..W_L]`` (``[H_1, W_1..W_L]`` with ``include_H``), in the order of
+    :func:`full_hvp`. At the global minimiser ``∇_{W_l} ℓ = -λ_{W_l} W_l`` (R4, v1 Thm 4.3).
+    """
+    if layer is not None:
+        layer = check_layer(layer, cfg.L)
+        if include_H:
+            raise ValueError("include_H must be False when layer is given")
+    theta, f, _ = _flat_setup(params, cfg, include_H)
+    g = torch.func.grad(f)(theta)
+    if layer is None:
+        return g
+    sizes = [a * b for a, b in cfg.layer_shapes()]
+    start = sum(sizes[: layer - 1])
+    return g[start : start + sizes[layer - 1]]
+
+
+def full_gauss_newton(params: Point, cfg: UFMConfig, *, include_H: bool = False) -> Tensor:
+    """Dense Gauss-Newton part of the full fit-term Hessian (R7).
+
+    ``G = Σ_i J_i^T Q_i J_i`` with ``J_i = ∂z_i/∂θ`` (logits of sample ``i``) and
+    ``Q_i = ∂²ℓ/∂z_i²`` (``I_K/N`` for MSE, ``(diag p_i - p_i p_i^T)/N`` for CE), over
+    ``θ = [W_1..W_L]`` or ``[H_1, W_1..W_L]`` flattened row-major in that order (the order of
+    :func:`ufmlib.hessian.full_hessian_autodiff`). At the linear MSE minimiser ``G`` has
+    ``K²`` eigenvalues ``Σ_l λ_{W_l} γ/(1-γ)`` and is 0 elsewhere (weights only).
+    The Jacobian is formed densely (``K N x dim``): for small models only.
+    """
+    tensors = state_of(params, cfg).cpu64().tensors()
+    start = 0 if include_H else 1
+    shapes = [t.shape for t in tensors[start:]]
+    sizes = [math.prod(s) for s in shapes]
+    theta = torch.cat([t.reshape(-1) for t in tensors[start:]])
+
+    def logits(x: Tensor) -> Tensor:
+        parts = [p.reshape(s) for p, s in zip(torch.split(x, sizes), shapes)]
+        full = parts if include_H else [tensors[0], *parts]
+        return forward(full, cfg.activation).logits
+
+    Z = logits(theta)
+    J = torch.func.jacrev(logits)(theta)  # K x N x dim
+    J = J.permute(1, 0, 2)  # N x K x dim
+    QJ = logit_hessian_apply(Z, cfg.loss)(J.permute(2, 0, 1)).permute(1, 2, 0)  # N x K x dim
+    G = torch.einsum("nkd,nke->de", J, QJ)
+    return (G + G.mT) / 2
+
+
+def layer_blocks(cfg: UFMConfig, *, include_H: bool = False) -> list[slice]:
+    """Slices of the flat parameter vector ``[H_1,] W_1..W_L`` (the order of :func:`full_hvp`)."""
+    if not isinstance(cfg, UFMConfig):
+        raise ValueError(f"cfg must be a UFMConfig; got {type(cfg).__name__}")
+    sizes = ([cfg.d * cfg.N] if include_H else []) + [a * b for a, b in cfg.layer_shapes()]
+    out, start = [], 0
+    for s in sizes:
+        out.append(slice(start, start + s))
+        start += s
+    return out
+
+
+def frame_coefficients(vectors: Tensor, params: Point, cfg: UFMConfig) -> Tensor:
+    """Coefficient matrices ``C_l = Û_{l+1}^T V_l Û_l`` of flat weight-space vectors (R7).
+
+    ``vectors`` is ``dim x k`` over ``[W_1..W_L]`` (flat, row-major; a 1-D vector is one
+    column); ``V_l`` is the block of ``W_l`` reshaped to ``d_out x d_in``; ``Û_l`` holds the
+    normalised class means of the input of ``W_l`` measured at ``params`` (``Û_{L+1} = I_K``,
+    the logit directions). Returns a ``k x L x K x K`` tensor. When every block lies in its
+    frames, ``Σ_l ||C_l||_F² = ||v||²``; at the minimiser the upper outlier level of the full
+    Hessian has antisymmetric ``C_l``, the lower one symmetric ``C_l`` (R7). The
+    class means must be mutually orthogonal (as at the minimiser), else :class:`ValueError`.
+    """
+    st = state_of(params, cfg).cpu64()
+    V = vectors.detach().to(dtype=F64, device="cpu")
+    if V.ndim == 1:
+        V = V[:, None]
+    blocks = layer_blocks(cfg)
+    if V.ndim != 2 or V.shape[0] != blocks[-1].stop:
+        raise ValueError(f"vectors must have {blocks[-1].stop} rows (the weights of cfg); got shape {tuple(V.shape)}")
+    K = cfg.K
+    frames = []
+    for M in st.input_means:
+        G = M.T @ M
+        if float((G - torch.diag(torch.diagonal(G))).abs().max()) > 1e-8 * float(torch.diagonal(G).max()):
+            raise ValueError("the class means at params must be mutually orthogonal (a DNC point)")
+        frames.append(M / torch.linalg.vector_norm(M, dim=0))
+    frames.append(torch.eye(K, dtype=F64))
+    out = torch.empty(V.shape[1], cfg.L, K, K, dtype=F64)
+    for l, (sl, (a, b)) in enumerate(zip(blocks, cfg.layer_shapes())):
+        Vl = V[sl].T.reshape(-1, a, b)
+        out[:, l] = frames[l + 1].T @ Vl @ frames[l]
+    return out
