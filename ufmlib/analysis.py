@@ -117,7 +117,7 @@ from .model import logit_hessians
 from .networks import model_at, network_fit_loss
 from .spectrum import Spectrum
 from .theory import layer_hessian_from_means
-from .validation import check_int
+from .validation import check_int, check_rtol
 
 __all__ = [
     "HeadLayerAnalysis",
@@ -377,8 +377,7 @@ def analyze_classifier(
     seed = check_int("seed", seed, 0)
     if chunk_size is not None:
         chunk_size = check_int("chunk_size", chunk_size, 1)
-    if isinstance(floor, bool) or not isinstance(floor, (int, float)) or not 0 < floor < 1:
-        raise ValueError(f"floor must be a number in (0, 1); got {floor!r}")
+    floor = check_rtol(floor, name="floor")
     labels_cpu = labels.detach().to("cpu", dtype=torch.long)
     if int(labels_cpu.min()) < 0:
         raise ValueError("labels must be >= 0")

@@ -22,7 +22,7 @@ import io
 import json
 import math
 from dataclasses import asdict, dataclass
-from numbers import Real
+from numbers import Integral, Real
 from typing import Any, Mapping
 
 __all__ = [
@@ -260,7 +260,7 @@ def agreement_table(rows, *, digits: int = 10, headers=None) -> str:
       0). ``headers`` names every column in display order (default: quantity, predicted,
       measured, relative error).
     """
-    if isinstance(digits, bool) or not isinstance(digits, int) or not 1 <= digits <= 17:
+    if isinstance(digits, bool) or not isinstance(digits, Integral) or not 1 <= digits <= 17:
         raise ValueError(f"digits must be an integer in 1..17; got {digits!r}")
     rows = list(rows)
     if not rows:

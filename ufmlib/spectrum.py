@@ -30,7 +30,9 @@ from numbers import Integral
 import torch
 from torch import Tensor
 
-__all__ = ["KroneckerFactors", "Spectrum", "NotConvergedError", "NotConvergedWarning"]
+from .validation import check_layer
+
+__all__ = ["KroneckerFactors", "Spectrum", "NotConvergedError", "NotConvergedWarning", "merge_levels"]
 
 F64 = torch.float64
 
@@ -66,10 +68,16 @@ class KroneckerFactors:
         return torch.einsum("aj,bj->abj", U, V).reshape(U.shape[0] * V.shape[0], -1)
 
 
-def _check_k(k, top: int) -> int:
-    if isinstance(k, bool) or not isinstance(k, Integral) or not 1 <= k <= top:
-        raise ValueError(f"k must be an integer in 1..{top}; got {k!r}")
-    return int(k)
+def merge_levels(values: Tensor, *, rtol: float, scale: float) -> tuple[list[float], list[int]]:
+    """Merge descending ``values`` into levels: a new level starts where a value differs from the
+    first of the current level by more than ``rtol * scale``; each level is the mean of its values."""
+    levels, mults, start = [], [], 0
+    for i in range(1, len(values) + 1):
+        if i == len(values) or abs(float(values[i]) - float(values[start])) > rtol * scale:
+            levels.append(float(values[start:i].mean()))
+            mults.append(i - start)
+            start = i
+    return levels, mults
 
 
 @dataclass(frozen=True, eq=False)
@@ -174,13 +182,7 @@ class Spectrum:
         vals = self.eigenvalues.detach().to(dtype=F64, device="cpu")
         if vals.numel() == 0:
             return vals, ()
-        scale = float(vals.abs().max())
-        levels, mults, start = [], [], 0
-        for i in range(1, len(vals) + 1):
-            if i == len(vals) or abs(float(vals[i]) - float(vals[start])) > self.level_rtol * scale:
-                levels.append(float(vals[start:i].mean()))
-                mults.append(i - start)
-                start = i
+        levels, mults = merge_levels(vals, rtol=self.level_rtol, scale=float(vals.abs().max()))
         return torch.tensor(levels, dtype=F64), tuple(mults)
 
     @property
@@ -231,7 +233,7 @@ class Spectrum:
     def vectors(self, k: int | None = None) -> Tensor:
         """The eigenvectors of the ``k`` largest listed values (columns), built only as needed."""
         if k is not None:
-            k = _check_k(k, self.k)
+            k = check_layer(k, self.k, name="k")
         if self.explicit_vectors is not None:
             return self.explicit_vectors if k is None else self.explicit_vectors[:, :k]
         if self.kronecker is not None:

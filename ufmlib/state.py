@@ -23,10 +23,9 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from .model import class_means
 from .config import UFMConfig
-from .model import Forward, UFMParams, forward, labels, logit_hessians, relu_derivative
-from .validation import check_c0, check_layer, f64
+from .model import Forward, UFMParams, class_means, forward, labels, logit_hessians, relu_derivative
+from .validation import check_c0, check_layer, check_nonnegative, f64
 
 __all__ = ["UFMState", "state_of"]
 
@@ -94,11 +93,16 @@ class UFMState:
         return labels(self.cfg, dtype=H1.dtype, device=H1.device)
 
     def cpu64(self) -> "UFMState":
-        """This point in float64 on the CPU (``self`` when it already is)."""
+        """This point in float64 on the CPU: ``self`` when it already is, else a copy made once."""
+        return self._cpu64
+
+    @cached_property
+    def _cpu64(self) -> "UFMState":
         H1 = self.params.H1
         if H1.dtype == F64 and H1.device.type == "cpu" and self.cfg.dtype == "float64" and self.cfg.device == "cpu":
             return self
-        return _cpu64(self)
+        cfg = self.cfg.replace(dtype="float64", device="cpu")
+        return UFMState(UFMParams.from_tensors([f64(t) for t in self.tensors()]), cfg)
 
     # ------------------------------------------------------------------ class means
     @cached_property
@@ -155,7 +159,7 @@ class UFMState:
         H = self.preact_means[l - 1]
         if self.cfg.activation != "relu" or l == 1:
             return torch.ones_like(H)
-        return relu_derivative(H, check_c0(c0, name="c0"), zero_tol=_check_zero_tol(zero_tol))
+        return relu_derivative(H, check_c0(c0, name="c0"), zero_tol=check_nonnegative("zero_tol", zero_tol))
 
     def class_jacobians(self, l: int, *, c0: float = 0.0, zero_tol: float = 0.0) -> list[Tensor]:
         """``B_c^{(l)} = ∂z/∂h^{(l)}`` at the mean of class ``c`` (``K`` matrices ``K x d_l``).
@@ -190,17 +194,6 @@ class UFMState:
         if self.cfg.loss != "ce":
             return None
         return list(logit_hessians(self.logit_means, "ce"))
-
-
-def _check_zero_tol(zero_tol) -> float:
-    if isinstance(zero_tol, bool) or not isinstance(zero_tol, (int, float)) or zero_tol < 0:
-        raise ValueError(f"zero_tol must be a number >= 0; got {zero_tol!r}")
-    return float(zero_tol)
-
-
-def _cpu64(st: UFMState) -> UFMState:
-    cfg = st.cfg.replace(dtype="float64", device="cpu")
-    return UFMState(UFMParams.from_tensors([f64(t) for t in st.tensors()]), cfg)
 
 
 def state_of(params: "UFMState | UFMParams | Sequence[Tensor]", cfg: UFMConfig) -> UFMState:

@@ -19,6 +19,7 @@ __all__ = [
     "check_int",
     "check_positive",
     "check_fraction",
+    "check_nonnegative",
     "check_layer",
     "check_c0",
     "check_rtol",
@@ -86,6 +87,13 @@ def check_rtol(value: Any, *, name: str = "rtol") -> float:
     """A relative tolerance in the open interval ``(0, 1)``."""
     if isinstance(value, bool) or not isinstance(value, Real) or not 0.0 < float(value) < 1.0:
         raise ConfigError(name, "a number in (0, 1)", value)
+    return float(value)
+
+
+def check_nonnegative(name: str, value: Any) -> float:
+    """A number ``>= 0`` (not NaN)."""
+    if isinstance(value, bool) or not isinstance(value, Real) or not value >= 0:
+        raise ConfigError(name, "a number >= 0", value)
     return float(value)
 
 

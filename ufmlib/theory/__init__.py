@@ -47,26 +47,13 @@ from .full_hessian import (
 )
 from .relu import relu_kink_levels, relu_optimum_layer_hessian
 
+from . import class_means, closed_form, cross_entropy, full_hessian, relu  # noqa: E402  (their __all__)
+
 __all__ = [
     "NoDNCMinimiserError",
-    "layer_hessian_at",
-    "layer_hessian_from_means",
-    "weight_gram_from_means",
-    "GNSplitPrediction",
-    "GradientPrediction",
-    "optimum_layer_hessian",
-    "optimum_gauss_newton_split",
-    "optimum_fit_gradient",
-    "optimum_weight_gram",
-    "optimum_feature_singular_values",
-    "optimum_backprop_singular_values",
-    "optimum_gradient_moments",
-    "optimum_feature_hessian",
-    "full_hessian_bulk_multiplicities",
-    "optimum_full_hessian",
-    "full_hessian_outliers",
-    "optimum_full_gauss_newton",
-    "relu_kink_levels",
-    "relu_optimum_layer_hessian",
-    "ce_critical_layer_hessian",
+    *class_means.__all__,
+    *closed_form.__all__,
+    *full_hessian.__all__,
+    *relu.__all__,
+    *cross_entropy.__all__,
 ]

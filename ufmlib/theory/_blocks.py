@@ -15,7 +15,7 @@ from torch import Tensor
 from ..config import UFMConfig
 from ..model import class_means, forward
 from ..optimum import DNCOptimum, construct_minimiser, dnc_optimum
-from ..spectrum import Spectrum
+from ..spectrum import Spectrum, merge_levels
 from ..validation import check_matrix, f64
 
 F64 = torch.float64
@@ -80,14 +80,7 @@ def _group(
     keep = values.abs() > zero_rtol * scale if scale > 0 else torch.zeros_like(values, dtype=torch.bool)
     idx = torch.nonzero(keep).reshape(-1)
     idx = idx[torch.argsort(values[idx], descending=True, stable=True)]
-    vals = values[idx]
-    levels, mults = [], []
-    start = 0
-    for i in range(1, len(vals) + 1):
-        if i == len(vals) or abs(float(vals[i]) - float(vals[start])) > rtol * scale:
-            levels.append(float(vals[start:i].mean()))
-            mults.append(i - start)
-            start = i
+    levels, mults = merge_levels(values[idx], rtol=rtol, scale=scale)
     vecs = None if vectors is None else vectors[:, idx]
     labs = None if labels is None else tuple(labels[int(i)] for i in idx)
     return Spectrum.from_levels(
