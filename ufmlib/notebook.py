@@ -183,7 +183,7 @@ def check(
 
     Give exactly one of ``rtol`` (relative: ``max|m - t| / |t|``) or ``atol`` (absolute:
     ``max|m - t|``). ``measured`` and ``theory`` may be numbers or arrays (broadcast against
-    each other); ``result`` is the digest's result number (``"R1"``...), ``description`` a
+    each other); ``result`` is the book's result number (``"R1"``...), ``description`` a
     short phrase used by the "Reproduction status" page. An upper bound such as "the gradient
     vanishes" is written as ``check(..., measured=max|g|, theory=0.0, atol=1e-12)``.
 
