@@ -51,7 +51,7 @@ sys.path.insert(0, str(REPO))
 
 from ufmlib.book.build import build_book  # noqa: E402
 from ufmlib.book.execute import Outcome, execute_job  # noqa: E402
-from ufmlib.book.profiles import EXECUTED, OUTPUTS, Profile, plan  # noqa: E402
+from ufmlib.book.profiles import Profile, executed_dir, plan  # noqa: E402
 from ufmlib.book.regenerate import regenerate  # noqa: E402
 
 SOURCES = ["_config.yml", "_toc.yml", "references.bib", "book", "notebooks", "profiles"]
@@ -234,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"the book build exited with {status}", flush=True)
         total = time.perf_counter() - start
         classify = classifier()
-        timings = [notebook_timing(o, root / OUTPUTS / EXECUTED / f"{o.name}.ipynb", classify) for o in report.outcomes]
+        timings = [notebook_timing(o, executed_dir(root) / f"{o.name}.ipynb", classify) for o in report.outcomes]
         probe = startup_probe(args.startup_runs, work) if args.startup_runs else []
         print()
         print(report_text(args.profile, timings, total, book, probe))

@@ -1,4 +1,4 @@
-"""Benchmark: routes to deep-UFM Hessian spectra (digest §2.4, §4.1, §5; ufmlib.hessian).
+"""Benchmark: routes to deep-UFM Hessian spectra (R2, v1 Thm 4.1; R7, v2 Thm 6; ufmlib.hessian).
 
 Every timing is compared with a baseline measured in the same run, on the same machine and
 thread count (``--threads``, default 2), so the ratios - not the absolute seconds - are the

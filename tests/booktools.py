@@ -14,11 +14,29 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from ufmlib.book import colab
 from ufmlib.book.regenerate import Report, regenerate
 
 ROOT = Path(__file__).resolve().parents[1]
+
+FRONT = """\
+---
+jupytext:
+  formats: ipynb,md:myst
+  text_representation:
+    extension: .md
+    format_name: myst
+    format_version: 0.13
+kernelspec:
+  display_name: Python 3 (ipykernel)
+  language: python
+  name: python3
+---
+"""
+"""The front matter of a chapter (jupytext MyST, paired with an .ipynb, kernel python3), for
+the small notebooks the tests write."""
 SOURCES = ["_config.yml", "_toc.yml", "references.bib", "book", "notebooks", "profiles"]
-COLAB = "https://colab.research.google.com/github/ufm-companion/ufm-companion/blob/main/notebooks/{}.ipynb"
+COLAB = colab.repository_url(ROOT).replace("https://github.com/", "https://colab.research.google.com/github/") + "/blob/main/notebooks/{}.ipynb"
 
 
 def digest(folder: Path) -> dict[str, str]:
@@ -28,8 +46,16 @@ def digest(folder: Path) -> dict[str, str]:
         p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
         for p in sorted(folder.rglob("*"))
         if p.is_file() and not p.is_symlink() and not p.relative_to(folder).parts[0] in ("outputs", "_build", "ufmlib")
+        and p.relative_to(folder).parts[:2] != ("book", "chapters")
         and "__pycache__" not in p.relative_to(folder).parts
     }
+
+
+def _executed_chapters(src: Path):
+    """``copytree`` filter that leaves out the executed chapters ``book/chapters`` (outputs, not sources)."""
+    def ignore(folder, names):
+        return ["chapters"] if Path(folder) == ROOT / "book" and "chapters" in names else []
+    return ignore
 
 
 def copy_sources(dest: Path, *, sources: list[str] | None = None) -> Path:
@@ -37,7 +63,10 @@ def copy_sources(dest: Path, *, sources: list[str] | None = None) -> Path:
     dest.mkdir(parents=True, exist_ok=True)
     for name in sources or SOURCES:
         src = ROOT / name
-        (shutil.copytree if src.is_dir() else shutil.copy)(src, dest / name)
+        if src.is_dir():
+            shutil.copytree(src, dest / name, ignore=_executed_chapters(src))
+        else:
+            shutil.copy(src, dest / name)
     (dest / "ufmlib").symlink_to(ROOT / "ufmlib", target_is_directory=True)
     return dest
 

@@ -420,7 +420,7 @@ def colab_problems(page: Page, notebook: str, *, repo_url: str, branch: str, rep
 
 
 def toc_pages(book_root: Path) -> list[str]:
-    """Page names (``book/intro``, ``outputs/notebooks/optimum``, ...) of ``_toc.yml``, in order."""
+    """Page names (``book/intro``, ``book/chapters/optimum``, ...) of ``_toc.yml``, in order."""
     import yaml
 
     toc = yaml.safe_load((book_root / "_toc.yml").read_text())
@@ -442,7 +442,7 @@ def toc_pages(book_root: Path) -> list[str]:
 
 def page_source(book_root: Path, page: str) -> tuple[str, str | None]:
     """The MyST source text of a page and, for an executed notebook, the notebook's name."""
-    prefix = "outputs/notebooks/"
+    prefix = "book/chapters/"
     if page.startswith(prefix):
         name = page[len(prefix):]
         source = book_root / "notebooks" / f"{name}.md"

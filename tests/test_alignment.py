@@ -1,4 +1,6 @@
-"""Alignment metrics (ufmlib.alignment) on exact optima and on hand-made cases (digest §6, §8.2).
+"""Alignment metrics (ufmlib.alignment) on exact optima and on hand-made cases (R4, v1 Thm 4.3).
+
+Measurement conventions: book appendix *How each statement was rebuilt* (sources-conventions).
 
 Reference Hessians and gradients are built here with ``torch.func`` from
 ``ufmlib.model.fit_loss`` (row-major flattened weights, float64, d <= 12).
@@ -132,7 +134,7 @@ def test_top_overlap_of_fit_gradient_is_one(idx):
 
 
 def test_top_k_overlap_inside_a_degenerate_level_is_basis_dependent():
-    """Digest §6: with K² equal outliers f_top(K) depends on the basis, f_top(K²) does not."""
+    """R4: with K² equal outliers f_top(K) depends on the basis, f_top(K²) does not."""
     cfg, frames = OPTIMA[0]
     params = construct_minimiser(cfg, frames=frames)
     g = layer_grad(params, cfg, 2)
@@ -145,7 +147,7 @@ def test_top_k_overlap_inside_a_degenerate_level_is_basis_dependent():
 
 
 def test_pitfall_fit_vs_total_gradient():
-    """Digest §6 pitfall 3: the total gradient vanishes at the optimum; near it it lives in the bulk."""
+    """Fit-term convention (sources-conventions): the total gradient vanishes at the optimum; near it it lives in the bulk."""
     cfg, frames = OPTIMA[0]
     params = construct_minimiser(cfg, frames=frames)
     layer = 2
@@ -187,7 +189,7 @@ def test_eigvec_test_f_cc_is_one_at_the_optimum(idx):
             v = basis.vectors[:, j]
             assert eigvec_test(H, v) == pytest.approx(1.0, abs=1e-12)
         assert eigvec_test(hvp, 3.0 * basis.vectors[:, 0]) == pytest.approx(1.0, abs=1e-12)  # scale-free
-        # Kronecker shortcut (digest §8.2): P = A^T A, Q = Σ
+        # Kronecker shortcut (R2, v1 Thm 4.1): P = A^T A, Q = Σ
         A = torch.eye(cfg.K, dtype=F64)
         for W in reversed(ts[layer + 1 :]):
             A = A @ W
@@ -305,7 +307,7 @@ def test_subspace_overlap_and_projector_distance_known_cases():
 
 
 def test_pitfall_degenerate_eigenspace_basis_independence():
-    """Pitfall 4: eigh's individual vectors are basis-dependent; the projector metrics are not."""
+    """Degenerate eigenspaces (sources-conventions): eigh's individual vectors are basis-dependent; the projector metrics are not."""
     cfg, frames = OPTIMA[1]
     params = construct_minimiser(cfg, frames=frames)
     H = layer_hessian(params, cfg, 2)

@@ -1,13 +1,13 @@
-"""Deep neural collapse and Hessian outliers in trained classifiers (digest §1.2-§1.3, §4.1, §10 T10).
+"""Deep neural collapse and Hessian outliers in trained classifiers (book chapter ``real_networks``).
 
-The real-network prediction of the paper (v2/v3; digest T10): after training into the terminal
+The real-network prediction of the paper (v2/v3 abstracts): after training into the terminal
 phase, each appended layer's fit-term Hessian has ``K²`` separated outliers whose eigenspace is
 spanned by class-mean Kronecker products ``μ_c^{(l+1)} ⊗ μ_{c'}^{(l)}`` (R2, v1 Thm 4.1, in its
-general DNC-point form, digest §4.1), the fit gradient lies in it (R4, v1 Thm 4.3; Gur-Ari et
+general DNC-point form, R2 (c)), the fit gradient lies in it (R4, v1 Thm 4.3; Gur-Ari et
 al. 2018), the weights have ``K`` dominant singular values (R5, v1 Thm 4.4) and NC1 falls by
 orders of magnitude. The main run: ``digits`` with all ``K = 10`` classes (30 per class), an
 MLP backbone and a linear head of ``L = 3`` layers of width 32, MSE, full-batch gradient
-descent (lr 0.2, 4000 epochs, λ_W = 5e-3, λ_H = 1e-4; companion choices, digest pitfall 8).
+descent (lr 0.2, 4000 epochs, λ_W = 5e-3, λ_H = 1e-4; companion choices, book label sources-conventions).
 Measured with seed 0: last layer 100 outliers, λ_100/λ_101 ≈ 2e7, overlap with the class-mean
 space 1.0000, NC1 4.66 -> 0.0153 (×305). Before training the same layer has 10 outliers, gap
 1.33 and overlap 0.80.
@@ -38,7 +38,7 @@ def digits_run():
     return res, series
 
 
-# ----------------------------------------------------------------------------- the T10 picture
+# ----------------------------------------------------------------------------- the real-network picture
 def test_last_layer_hessian_has_K2_outliers_spanned_by_class_mean_kronecker_products(digits_run):
     _, series = digits_run
     start, end = series.results[0].layer(-1), series.results[-1].layer(-1)
@@ -85,7 +85,7 @@ def test_outlier_eigenvalues_are_predicted_from_class_means(digits_run):
         rel_start = (start.predicted_class_means / start.measured_top - 1).abs().max().item()
         assert rel_end <= 0.06, (l, rel_end)
         assert rel_start >= 0.5  # far from collapse the class means do not predict the spectrum
-        # digest §4.1 general form ||a_c||²||μ_c'||²/K: exact trace, orthogonality only approximate
+        # R2 (c) general form ||a_c||²||μ_c'||²/K: exact trace, orthogonality only approximate
         assert end.predicted_general.sum().item() == pytest.approx(end.measured_top.sum().item(), rel=0.03)
     last = series.results[-1].layer(-1)
     torch.testing.assert_close(last.downstream_jacobian, torch.eye(10, dtype=F64), rtol=0, atol=1e-12)
@@ -139,7 +139,7 @@ def test_whole_head_lanczos_is_consistent_with_the_layer_blocks(digits_run):
 
 # ----------------------------------------------------------------------------- exactness
 def test_linear_mse_layer_hessian_is_the_kronecker_product_at_any_point():
-    """Digest §2.4: Hess_l = (A^{(l+1)T} A^{(l+1)}) ⊗ Σ^{(l)} (row-major vec), here at initialisation."""
+    """R2 (a): Hess_l = (A^{(l+1)T} A^{(l+1)}) ⊗ Σ^{(l)} (row-major vec), here at initialisation."""
     cfg = K10.replace(n_per_class=5, classes=(0, 1, 2), widths=(8,), d=6, L=3, epochs=0)
     net = build_network(cfg)
     data = load_network_data(cfg)
@@ -206,7 +206,7 @@ def test_plain_sequential_hessians_match_an_independent_computation(loss):
         theta)
     top = torch.linalg.eigvalsh(full).flip(0)[:3]
     torch.testing.assert_close(a.head_eigenvalues, top, rtol=1e-8, atol=1e-12)
-    assert (a.layers[1].predicted_general is None) == (loss == "ce")  # the §4.1 formula is for MSE
+    assert (a.layers[1].predicted_general is None) == (loss == "ce")  # the R2 (c) formula is for MSE
     # the same analysis from module names, and from shuffled samples (reordered internally)
     perm = torch.randperm(data.x.shape[0], generator=torch.Generator().manual_seed(5))
     b = analyze_classifier(net, data.x[perm], data.labels[perm], head_layers=["3", "5"], loss=loss)

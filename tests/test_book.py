@@ -40,7 +40,7 @@ def test_every_notebook_runs_under_smoke_and_the_strict_build_passes(built_book)
 def test_colab_buttons_open_the_committed_paired_notebook(built_book):
     root, _, _ = built_book
     for name in list_notebooks(ROOT):
-        page = (root / "_build" / "html" / "outputs" / "notebooks" / f"{name}.html").read_text()
+        page = (root / "_build" / "html" / "book" / "chapters" / f"{name}.html").read_text()
         links = set(re.findall(r'https://colab\.research\.google\.com/[^"]+', page))
         assert links == {COLAB.format(name)}, links
         assert (ROOT / "notebooks" / f"{name}.ipynb").is_file()
@@ -49,9 +49,9 @@ def test_colab_buttons_open_the_committed_paired_notebook(built_book):
 @pytest.mark.slow
 def test_pages_show_provenance_glued_numbers_and_the_status_table(built_book):
     root, _, _ = built_book
-    page = (root / "_build" / "html" / "outputs" / "notebooks" / "optimum.html").read_text()
+    page = (root / "_build" / "html" / "book" / "chapters" / "optimum.html").read_text()
     assert "How this page was computed" in page and "Profile <strong>smoke</strong>" in page
-    executed = json.loads((root / "outputs" / "notebooks" / "optimum.ipynb").read_text())
+    executed = json.loads((root / "book" / "chapters" / "optimum.ipynb").read_text())
     meta = executed["metadata"]["ufm"]
     checks = meta["checks"]
     assert len(checks) >= 10 and all(c["passed"] for c in checks)
@@ -65,6 +65,21 @@ def test_pages_show_provenance_glued_numbers_and_the_status_table(built_book):
     assert "figure" in page and "fig-optimum-phase" in page
     status = (root / "_build" / "html" / "book" / "status.html").read_text()
     rows = re.findall(r"<tr[^>]*>(.*?)</tr>", status, flags=re.S)
-    optimum_rows = [r for r in rows if "<td><p>R1</p></td>" in r and "notebooks/optimum.html" in r]
-    assert len(optimum_rows) == len(checks)  # one status row per check of the optimum chapter
-    assert status.count("smoke") >= len(checks)
+    optimum_rows = [r for r in rows if "<td><p>R1</p></td>" in r and "chapters/optimum.html" in r
+                    and re.search(r"<td><p>(reproduction|construction|identity)</p></td>", r)]
+    assert len(optimum_rows) == len(checks)  # one status row per check of the optimum chapter, with its kind
+    kinds = {c["kind"] for c in checks}
+    assert "reproduction" in kinds and kinds <= {"reproduction", "construction", "identity"}
+    assert "Reproductions per result" in status and "Not checked in the runs shown" in status
+
+
+@pytest.mark.slow
+def test_every_result_has_a_reproduction_that_ran_and_every_check_has_a_kind(built_book):
+    from ufmlib.book.status import RESULTS
+
+    root, _, _ = built_book
+    state = json.loads((root / "outputs" / "status.json").read_text())
+    checks = [c for entry in state.values() for c in entry["checks"]]
+    assert checks and all(c["kind"] in ("reproduction", "construction", "identity") for c in checks)
+    reproduced = {c["result"] for c in checks if c["kind"] == "reproduction" and c["status"] == "checked" and c["passed"]}
+    assert set(RESULTS) <= reproduced, sorted(set(RESULTS) - reproduced)

@@ -28,7 +28,7 @@ from booktools import ROOT, smoke_book
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 ARTIFACTS = ROOT / "test-artifacts"
-SCREENSHOTS = {"book/intro": ARTIFACTS / "browser-intro.png", "outputs/notebooks/optimum": ARTIFACTS / "browser-optimum.png"}
+SCREENSHOTS = {"book/intro": ARTIFACTS / "browser-intro.png", "book/chapters/optimum": ARTIFACTS / "browser-optimum.png"}
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
@@ -135,19 +135,19 @@ def test_every_page_of_the_table_of_contents_was_opened(report):
     assert set(report.problems) == set(bc.toc_pages(ROOT))
     assert report.of("build") == {}
     assert set(report.pages) == set(report.problems)
-    assert "outputs/notebooks/optimum" in report.pages and "book/intro" in report.pages
+    assert "book/chapters/optimum" in report.pages and "book/intro" in report.pages
 
 
 def test_math_is_typeset_and_no_raw_tex_is_left(report):
     assert report.of("math") == {}
-    optimum = report.pages["outputs/notebooks/optimum"]
+    optimum = report.pages["book/chapters/optimum"]
     assert optimum.mathjax == "ok" and optimum.math >= 20 and optimum.mjx >= optimum.math
     assert all(p.mathjax in ("ok", "none") for p in report.pages.values())
 
 
 def test_every_figure_loads_with_a_non_zero_size(report):
     assert report.of("images") == {}
-    figures = [i for i in report.pages["outputs/notebooks/optimum"].images if "/_images/" in i["src"]]
+    figures = [i for i in report.pages["book/chapters/optimum"].images if "/_images/" in i["src"]]
     assert len(figures) >= 2  # the descent and the phase-diagram figures
     assert all(i["width"] >= 100 and i["height"] >= 100 for i in figures)
 
@@ -166,7 +166,7 @@ def test_theorem_cross_references_resolve(report):
 
 def test_colab_buttons_open_existing_paired_notebooks(report):
     assert report.of("colab") == {}
-    notebooks = [p for p in report.pages if p.startswith("outputs/notebooks/")]
+    notebooks = [p for p in report.pages if p.startswith("book/chapters/")]
     assert notebooks
     for name in notebooks:
         stem = name.rsplit("/", 1)[1]

@@ -1,4 +1,4 @@
-"""Collapse metrics: zero at the closed-form optimum, positive away from it (digest §8.1)."""
+"""Collapse metrics: zero at the closed-form optimum, positive away from it (Papyan et al. 2020; R1)."""
 
 import pytest
 import torch

@@ -1,6 +1,7 @@
 """Tests for ufmlib.decompose: the Gauss-Newton split of a layer Hessian (R3, v1 Thm 4.2).
 
-Reference numbers: digest §10 T2 - ranks G_within / G_cross / G_class = 0 / K(K-1) / K at the
+Reference numbers (the companion's float64 evaluation of the closed forms of R3; book chapter
+``gauss_newton``): ranks G_within / G_cross / G_class = 0 / K(K-1) / K at the
 global minimiser (0/6/3 for K=3; 0/90/10 for K=10, n=5, L=3, d=12, λ=2^-10, all non-zero
 eigenvalues 0.0654037323), orthogonal ranges, exact sum identity.
 """
@@ -24,7 +25,7 @@ def _class_means(X: torch.Tensor, K: int) -> torch.Tensor:
 
 
 def test_T2_K3_ranks_levels_orthogonality():
-    """T2 (K=3): ranks 0/6/3, non-zero eigenvalues λγ/(1-γ), orthogonal ranges, exact identity."""
+    """R3 (K=3): ranks 0/6/3, non-zero eigenvalues λγ/(1-γ), orthogonal ranges, exact identity."""
     cfg = UFMConfig(K=3, n=5, d=8, L=4, lambda_W=0.01, lambda_H=0.01)
     params = construct_minimiser(cfg, frames="random")
     layer = 2
@@ -44,7 +45,7 @@ def test_T2_K3_ranks_levels_orthogonality():
 
 
 def test_T2_K10_ranks_0_90_10():
-    """T2 (K=10, n=5, L=3, d=12, λ=2^-10): ranks 0/90/10, all non-zero eigenvalues 0.0654037323."""
+    """R3 (K=10, n=5, L=3, d=12, λ=2^-10): ranks 0/90/10, all non-zero eigenvalues 0.0654037323."""
     lam = 2.0**-10
     cfg = UFMConfig(K=10, n=5, d=12, L=3, lambda_W=lam, lambda_H=lam)
     params = construct_minimiser(cfg, frames="random")
@@ -117,7 +118,7 @@ def test_ce_split_at_critical_point_matches_hessian():
     split = gauss_newton_split(params, cfg, 2)
     assert split.identity_error <= 1e-14
     assert split.residual.abs().max().item() <= 1e-12
-    assert split.ranks()["G"] == 9  # (K-1)² (digest §4.9, T9)
+    assert split.ranks()["G"] == 9  # (K-1)² (R9, book chapter cross_entropy)
     assert split.ranks()["within"] == 0  # DNC1
 
 

@@ -242,9 +242,10 @@ def test_failing_notebooks_are_reported_and_leave_the_other_output_intact(runs):
         outcome = next(o for o in r1.outcomes if o.name == name)
         assert error in outcome.error, outcome.error
         assert re.search(rf"^{name}\s+failed\s+\d+\.\d$", printed, flags=re.M), printed  # the final table
-        assert f"FAILED {name} (previous output kept)" in printed
-        assert runs["status_after_1"][name]["status"] == "failed" and error in runs["status_after_1"][name]["error"]
-    assert runs["status_after_1"]["optimum"]["status"] == "ok"
+        assert f"FAILED {name} (no earlier good run: its page shows the error)" in printed
+        latest = runs["status_after_1"][name]["latest_run"]
+        assert latest["status"] == "failed" and error in latest["details"] and "\n" not in latest["error"]
+    assert runs["status_after_1"]["optimum"]["latest_run"]["status"] == "ok"
     executed = json.loads(runs["optimum_after_1"])
     assert executed["metadata"]["ufm"]["provenance"]["profile"] == "determinism"
     assert all(c["passed"] for c in executed["metadata"]["ufm"]["checks"])
@@ -262,7 +263,7 @@ def test_a_second_run_without_force_reruns_only_what_is_missing(runs):
         nb = json.loads((runs["first"] / "notebooks" / f"{name}.ipynb").read_text())
         assert glued(nb)["mode"]["text/plain"] == "ok"
     state = json.loads((runs["first"] / "status.json").read_text())
-    assert {name: state[name]["status"] for name in FAILURES} == {name: "ok" for name in FAILURES}
+    assert {name: state[name]["latest_run"]["status"] for name in FAILURES} == {name: "ok" for name in FAILURES}
     assert re.search(r"^optimum\s+up to date\s+0\.0$", runs["printed"][1], flags=re.M)
 
 
@@ -323,7 +324,7 @@ def test_ctrl_c_during_a_run_is_reported_in_the_final_table(tmp_path, monkeypatc
     assert re.search(r"^alpha\s+ok\b", printed, flags=re.M), printed
     assert re.search(r"^beta\s+(interrupted|failed)\b", printed, flags=re.M), printed
     state = json.loads((out / "status.json").read_text())
-    assert state["beta"]["status"] in ("interrupted", "failed")
+    assert state["beta"]["latest_run"]["status"] in ("interrupted", "failed")
 
 
 # ----------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Training dynamics end at the theory (digest T7 at a CI size): K² equal outliers at
+"""Training dynamics end at the theory (≈ v1 Figs 3-4 at a CI size): K² equal outliers at
 λγ/(1-γ), f_cc' = 1, fit gradient inside the outlier space with coefficients I/K."""
 
 import numpy as np
@@ -25,7 +25,7 @@ def test_final_snapshot_matches_closed_form(run):
     np.testing.assert_allclose(last.f_table, 1.0, atol=1e-9)
     np.testing.assert_allclose(last.grad_coefficients, np.eye(3) / 3, atol=1e-8)
     assert last.fit_grad_overlap == pytest.approx(1.0, abs=1e-9)
-    assert last.total_grad_overlap < 1e-3  # digest §6: the total gradient is not aligned
+    assert last.total_grad_overlap < 1e-3  # fit-term convention (book label sources-conventions): the total gradient is not aligned
 
 
 def test_start_is_far_from_the_theory(run):
@@ -41,7 +41,7 @@ def test_measure_at_the_minimiser_relu_uses_lanczos():
     cfg = UFMConfig(K=3, n=4, d=6, L=4, activation="relu")
     snap = measure_layer(construct_minimiser(cfg, frames="nonnegative"), cfg, 3, top=12)
     level = dnc_optimum(cfg).layer_hessian_outlier[2]
-    # ReLU'(0) = 0 at the exact non-negative optimum: K outliers only (digest §4.7, T8)
+    # ReLU'(0) = 0 at the exact non-negative optimum: K outliers only (R8, book chapter relu)
     np.testing.assert_allclose(snap.eigenvalues[:3], level, rtol=1e-8)
     assert abs(snap.eigenvalues[3]) < 1e-10
     assert len(snap.eigenvalues) == 12

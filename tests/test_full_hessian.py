@@ -69,7 +69,7 @@ def test_match_levels_rejects_bad_arguments():
 
 
 def test_match_spectrum_T6_full_hessian(t6):
-    """T6: the dense full weight Hessian matches 0.7677 ×6, 0.7077 ×10, ±0.01, 0 exactly."""
+    """R7: the dense full weight Hessian matches 0.7677 ×6, 0.7077 ×10, ±0.01, 0 exactly."""
     _, _, w, _ = t6
     pred = optimum_full_hessian(T6)
     tab = match_spectrum(w, pred, atol=1e-9)
@@ -101,7 +101,7 @@ def test_agreement_markdown():
 
 
 def test_full_gauss_newton_T6(t6):
-    """digest §5 item 2: G has K² = 16 eigenvalues Σ_l λ_out(l) = 0.7377079, the rest 0."""
+    """R7 (b): G has K² = 16 eigenvalues Σ_l λ_out(l) = 0.7377079, the rest 0."""
     params, H, _, _ = t6
     G = full_gauss_newton(params, T6)
     assert G.shape == H.shape
@@ -155,7 +155,7 @@ def test_layer_blocks():
 
 
 def test_frame_coefficients_of_outlier_eigenvectors(t6):
-    """digest §5 item 3: upper level antisymmetric, lower level symmetric, weight 1/L per layer."""
+    """R7 (c): upper level antisymmetric, lower level symmetric, weight 1/L per layer."""
     params, _, _, V = t6
     C = frame_coefficients(V[:, :16], params, T6)
     assert C.shape == (16, 4, 4, 4)
@@ -174,7 +174,7 @@ def test_frame_coefficients_of_outlier_eigenvectors(t6):
 
 
 def test_slq_level_weights_match_dense_projections(t6):
-    """SLQ weight on each exact level = ||P_i v||²/||v||² per probe (anchors §A.8: PyHessian PR #23)."""
+    """SLQ weight on each exact level = ||P_i v||²/||v||² per probe (as in PyHessian PR #23)."""
     params, H, w, V = t6
     pred = optimum_full_hessian(T6)
     levels = pred.values.tolist() + [0.0]

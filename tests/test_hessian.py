@@ -1,9 +1,10 @@
 """Tests for ufmlib.hessian: layer-wise (R2, v1 Thm 4.1) and full (R7) Hessians of the fit term.
 
-Reference numbers: digest §10 T1 (layer Hessian), T6 (full Hessian), T8 (ReLU kink check);
-pitfalls 1 (row- vs column-major vec) and 2 (fit vs regularised Hessian) of digest §10.1.
-Dense autodiff Hessians are only formed for small widths (d <= 12); the d = 60 check of T1
-goes through the Kronecker factors.
+Reference numbers: the companion's float64 evaluation of the closed forms of R2 (layer Hessian),
+R7 (full Hessian) and R8 (ReLU kink); the conventions row-major vec and fit-term Hessian of the
+book appendix *How each statement was rebuilt* (sources-conventions). Dense autodiff Hessians
+are only formed for small widths (d <= 12); the d = 60 check of R2 goes through the Kronecker
+factors.
 """
 
 from __future__ import annotations
@@ -49,9 +50,9 @@ def _points(cfg: UFMConfig):
         yield "optimal", construct_minimiser(cfg, frames="nonnegative" if cfg.activation == "relu" else "random")
 
 
-# ----------------------------------------------------------------------------- T1 (R2)
+# ----------------------------------------------------------------------------- R2, v1 Thm 4.1
 def test_T1_layer3_outliers_from_factors_at_paper_scale():
-    """T1: K=3, n=40, d=60, L=5, λ=0.01, layer 3 - 9 eigenvalues 0.16324256978, 10th ≤ 1e-12."""
+    """R2 at the paper's sizes (v1 Sec. 5.1): K=3, n=40, d=60, L=5, λ=0.01, layer 3 - 9 eigenvalues 0.16324256978, 10th ≤ 1e-12."""
     cfg = UFMConfig(K=3, n=40, d=60, L=5, lambda_W=0.01, lambda_H=0.01)
     params = construct_minimiser(cfg, frames="random")
     spec = layer_spectrum(params, cfg, 3, method="kronecker")
@@ -84,7 +85,7 @@ def test_T1_every_layer_and_per_layer_lambda():
 
 
 def test_T1_K10_hundred_equal_outliers():
-    """T1 (K=10, n=5, L=3, λ=2^-10): 100 equal outliers 0.0654037323."""
+    """R2 (K=10, n=5, L=3, λ=2^-10): 100 equal outliers 0.0654037323."""
     lam = 2.0**-10
     cfg = UFMConfig(K=10, n=5, d=12, L=3, lambda_W=lam, lambda_H=lam)
     params = construct_minimiser(cfg, frames="random")
@@ -104,7 +105,7 @@ def test_T1_K10_hundred_equal_outliers():
     ids=["K3L2", "K4L3", "K3L5-perlayer", "K4L4"],
 )
 def test_kronecker_factors_equal_autodiff_everywhere(cfg):
-    """digest §2.4: Hess_l = (A^{(l+1)T}A^{(l+1)}) ⊗ Σ^{(l)} at random and optimal points (≤1e-10)."""
+    """R2 (a): Hess_l = (A^{(l+1)T}A^{(l+1)}) ⊗ Σ^{(l)} at random and optimal points (≤1e-10)."""
     for _, params in _points(cfg):
         for layer in range(1, cfg.L + 1):
             P, Q = layer_hessian_factors(params, cfg, layer)
@@ -136,7 +137,7 @@ def test_kronecker_eigh_matches_dense_eigh():
 
 
 def test_pitfall_column_major_vec_swaps_kronecker_factors():
-    """Pitfall 1: Hessian w.r.t. the column-major vec of W_l is Q ⊗ P, not P ⊗ Q."""
+    """Row-major vec (sources-conventions): Hessian w.r.t. the column-major vec of W_l is Q ⊗ P, not P ⊗ Q."""
     cfg = UFMConfig(K=3, n=4, d=8, L=3, seed=5)
     params = init_params(cfg)
     layer = 2
@@ -158,7 +159,7 @@ def test_pitfall_column_major_vec_swaps_kronecker_factors():
 
 
 def test_pitfall_fit_vs_regularised_differ_by_lambda_identity():
-    """Pitfall 2: regularised Hessian = fit Hessian + λ_{W_l} I (per-layer λ)."""
+    """Fit-term Hessian (sources-conventions): regularised Hessian = fit Hessian + λ_{W_l} I (per-layer λ)."""
     cfg = UFMConfig(K=3, n=4, d=8, L=3, lambda_W=(0.01, 0.03, 0.07), activation="relu", seed=6)
     params = init_params(cfg)
     for layer in (1, 3):
@@ -210,7 +211,7 @@ def test_relu_downstream_jacobian_has_masks():
 
 
 def test_T8_relu_kink_convention_changes_outlier_count():
-    """T8 kink check (K=3, n=4, L=4, d=6, λ=0.01, exact non-negative optimum).
+    """R8 kink check (K=3, n=4, L=4, d=6, λ=0.01, exact non-negative optimum).
 
     ReLU'(0)=0 (PyTorch) -> 3 eigenvalues 0.2364175; =1/2 -> 3 + 6 at 0.0591044 (layer 3) /
     0.0147761 (layer 2); =1 -> 9 at 0.2364175.
@@ -266,13 +267,13 @@ def test_layer_spectrum_auto_uses_lanczos_for_large_relu_layers():
     assert (mv(V) - V * spec.eigenvalues).abs().max().item() <= 1e-9 * spec.eigenvalues[0].item()
 
 
-# ----------------------------------------------------------------------------- T6 (R7)
+# ----------------------------------------------------------------------------- R7 (full Hessian)
 def _counts(ev: torch.Tensor, levels: list[float], atol: float) -> list[int]:
     return [int(((ev - lev).abs() <= atol).sum()) for lev in levels]
 
 
 def test_T6_full_weight_hessian_levels():
-    """T6: K=4, n=3, L=4, d=6, λ=0.01: 0.7677079 ×6, 0.7077079 ×10, +0.01 ×54, 0 ×20, −0.01 ×42."""
+    """R7: K=4, n=3, L=4, d=6, λ=0.01: 0.7677079 ×6, 0.7077079 ×10, +0.01 ×54, 0 ×20, −0.01 ×42."""
     cfg = UFMConfig(K=4, n=3, d=6, L=4, lambda_W=0.01, lambda_H=0.01)
     params = construct_minimiser(cfg, frames="random")
     H = full_hessian_autodiff(params, cfg)
@@ -294,7 +295,7 @@ def test_T6_full_weight_hessian_levels():
 
 
 def test_T6_full_hessian_with_features():
-    """T6 all parameters: 0.9621349 ×6, 0.8821349 ×10 (split ±Lλ around (L+1)λγ/(1-γ))."""
+    """R7 (d), all parameters: 0.9621349 ×6, 0.8821349 ×10 (split ±Lλ around (L+1)λγ/(1-γ))."""
     cfg = UFMConfig(K=4, n=3, d=6, L=4, lambda_W=0.01, lambda_H=0.01)
     params = construct_minimiser(cfg, frames="random")
     H = full_hessian_autodiff(params, cfg, include_H=True)

@@ -1,7 +1,8 @@
 """Tests for ufmlib.matrices: weights, features, back-propagated errors, gradients, H_1-Hessian.
 
-Reference numbers: digest §10 T4 (weights, R5 / v1 Thm 4.4), T5 (back-prop errors and gradient
-moments, R6), and the Hessian w.r.t. H_1 of digest §4.5 (K²n equal eigenvalues λ_H γ/(1-γ)).
+Reference numbers: the companion's float64 evaluation of the closed forms of R5 (weights, v1 Thm
+4.4) and R6 (back-prop errors, gradient moments, and the Hessian w.r.t. H_1 with K²n equal
+eigenvalues λ_H γ/(1-γ); book chapter ``other_matrices``).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ def _class_means(X: torch.Tensor, K: int) -> torch.Tensor:
 
 
 def test_T4_weight_gram_eigenvalues_and_vectors():
-    """T4: eig(W_l^T W_l) = 1.8130214 ×3 (K=3, n=40, d=60, L=5, λ=0.01), rest 0; vectors μ_c^{(l)}."""
+    """R5: eig(W_l^T W_l) = 1.8130214 ×3 (K=3, n=40, d=60, L=5, λ=0.01), rest 0; vectors μ_c^{(l)}."""
     cfg = UFMConfig(K=3, n=40, d=60, L=5)
     params = construct_minimiser(cfg, frames="random")
     expected = dnc_optimum(cfg).gram_eigenvalue
@@ -66,7 +67,7 @@ def test_feature_singular_values_sqrt_n_mu():
 
 
 def test_T5_backprop_error_singular_values():
-    """T5: singular values 0.011645, 0.010000, 0.008588, 0.007375 for h^{(1..4)} = inputs of W_1..W_4."""
+    """R6 (b): singular values 0.011645, 0.010000, 0.008588, 0.007375 for h^{(1..4)} = inputs of W_1..W_4."""
     params = construct_minimiser(T5, frames="random")
     opt = dnc_optimum(T5)
     g, u = opt.gamma, opt.one_minus_gamma
@@ -118,7 +119,7 @@ def test_per_sample_gradients_rows_and_mean(activation, loss):
 
 
 def test_T5_gradient_second_moment_and_covariance():
-    """T5: second moment 3 eigenvalues γ(1-γ)λ = 4.0679e-4; centred covariance 2 of them."""
+    """R6 (c): second moment 3 eigenvalues γ(1-γ)λ = 4.0679e-4; centred covariance 2 of them."""
     params = construct_minimiser(T5, frames="random")
     opt = dnc_optimum(T5)
     level = opt.gamma * opt.one_minus_gamma * 0.01
@@ -132,7 +133,7 @@ def test_T5_gradient_second_moment_and_covariance():
         assert sm.eigenvalues[3:].abs().max().item() <= 1e-16
         assert torch.allclose(cov.eigenvalues[:2], torch.full((2,), level, dtype=F64), rtol=1e-10)
         assert cov.eigenvalues[2:].abs().max().item() <= 1e-16
-        # eigenvectors μ_c^{(l+1)} ⊗ μ_c^{(l)} (digest §4.5)
+        # eigenvectors μ_c^{(l+1)} ⊗ μ_c^{(l)} (R6 (c))
         M_in = _class_means(X[layer - 1], 3)
         M_out = _class_means(X[layer], 3) if layer < T5.L else torch.eye(3, dtype=F64)
         B = torch.stack([torch.kron(M_out[:, c], M_in[:, c]) for c in range(3)], dim=1)

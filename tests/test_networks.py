@@ -1,9 +1,9 @@
-"""Backbone + deep-UFM head networks and their training (digest §2.3, §7.4 F9, §10 T10).
+"""Backbone + deep-UFM head networks and their training (book chapter ``real_networks``).
 
 Small ``digits`` problems (offline), float64 unless stated. What is checked: validation names
 the bad parameter; the architecture is the UFM head on a backbone; the recorded loss is exactly
 the objective ``ℓ + (λ_W/2)Σ||W_l||² + (λ_H/2)Σ||θ_backbone||²`` and one step is plain gradient
-descent on it (the λ split of digest §2.3); same seed -> same curve; divergence names the lr.
+descent on it (λ_W on the head, λ_H on the backbone as the UFM's feature penalty); same seed -> same curve; divergence names the lr.
 """
 
 from __future__ import annotations

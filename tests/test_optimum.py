@@ -1,4 +1,4 @@
-"""Digest §10 T0: the closed-form global minimiser, to machine precision (R1, v1 Eq. (2))."""
+"""R1: the closed-form global minimiser, to machine precision (R1, v1 Eq. (2))."""
 
 import math
 
@@ -26,7 +26,7 @@ def test_t0_reference_numbers():
     assert opt.condition_lhs == pytest.approx(0.0103714, rel=1e-5)
     assert opt.condition_rhs == pytest.approx(0.0404191, rel=1e-5)
     assert opt.gamma == pytest.approx(0.942277466718, abs=5e-13)
-    assert opt.t == pytest.approx(0.0181302141, abs=5e-11)  # digits as printed in the digest
+    assert opt.t == pytest.approx(0.0181302141, abs=5e-11)  # digits of the companion's independent computation
     assert opt.weight_singular_values[0] == pytest.approx(1.34648484, abs=5e-9)
     assert opt.feature_norms[0] == pytest.approx(0.212897946, abs=5e-10)
     assert opt.optimal_loss == pytest.approx(0.16483787272448, abs=5e-15)
@@ -36,7 +36,7 @@ def test_t0_reference_numbers():
 
 @pytest.mark.parametrize(
     "K, n, L, lam_W, lam_H, gamma, loss",
-    [  # digest Appendix A
+    [  # the companion's independent computation, other configurations
         (3, 40, 5, 0.005, 0.005, 0.97172480, 0.08282689),
         (10, 5, 3, 2**-10, 2**-10, 0.98528837, 0.02909862),
         (10, 5, 2, 2**-10, 2**-10, 0.98320648, 0.02490826),
@@ -62,7 +62,7 @@ def test_gamma_solves_star_for_all_depths(L, lam):
     rhs = (L + 1) * math.log(K) + math.log(n) + (L + 1) * math.log(lam)
     assert lhs == pytest.approx(rhs, rel=1e-13, abs=1e-12)
     assert g > (L - 1) / (2 * L) or L == 1  # the largest root
-    # small-λ asymptotics (digest §3.2): 1-γ ≈ K (n λ^{L+1})^{1/(L+1)}
+    # small-λ asymptotics of (★) (R1; used in the proof of R7 (e)): 1-γ ≈ K (n λ^{L+1})^{1/(L+1)}
     if lam <= 1e-6:
         assert u == pytest.approx(K * (n * lam ** (L + 1)) ** (1 / (L + 1)), rel=1e-3)
 

@@ -2,7 +2,7 @@
 
 Valid configurations (K in 2..12, n in 1..200, L in 1..12, every λ log-uniform in
 [1e-10, 1], λ_W one number or one per layer, d in K..K+20) must give, through
-:func:`ufmlib.optimum.dnc_optimum` (R1, digest §3.2, v1 Eq. (2)) either
+:func:`ufmlib.optimum.dnc_optimum` (R1, v1 Eq. (2)) either
 
 * a global DNC minimiser: γ finite in ((L-1)/(2L), 1) - indeed γ > (L-1)/L, where the loss drops
   below 1/2 - solving (★) γ^{L-1}(1-γ)^{L+1} = K^{L+1} n λ_H Π_l λ_l to 1e-10 in log form, with

@@ -22,6 +22,8 @@ from ufmlib.book import build, cli, parameters, profiles, provenance
 from ufmlib.book.parameters import ProfileError
 from ufmlib.book.regenerate import regenerate
 
+from booktools import FRONT
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -32,22 +34,6 @@ def load_extension():
     spec.loader.exec_module(module)
     return module
 
-FRONT = textwrap.dedent(
-    """\
-    ---
-    jupytext:
-      formats: ipynb,md:myst
-      text_representation:
-        extension: .md
-        format_name: myst
-        format_version: 0.13
-    kernelspec:
-      display_name: Python 3 (ipykernel)
-      language: python
-      name: python3
-    ---
-    """
-)
 
 
 def notebook_text(title: str, parameters: str, body: str) -> str:
@@ -70,7 +56,7 @@ GOOD = notebook_text(
     """,
     """
     from ufmlib.notebook import check
-    check("double", 2 * x, x + x, atol=0.0, result="R0", description="2x = x + x")
+    check("double", 2 * x, x + x, atol=0.0, result="R0", kind="identity", description="2x = x + x")
     """,
 )
 
@@ -157,7 +143,7 @@ def test_every_notebook_has_parameters_with_seed_and_device_and_a_colab_install_
 def test_every_notebook_is_in_the_toc_and_in_every_profile():
     toc = (ROOT / "_toc.yml").read_text()
     for name in profiles.list_notebooks(ROOT):
-        assert f"outputs/notebooks/{name}" in toc, name
+        assert f"book/chapters/{name}" in toc, name
         for profile in ("smoke", "ci", "paper"):
             assert name in profiles.load_profile(profile, root=ROOT).notebooks, (profile, name)
 
@@ -193,7 +179,7 @@ def test_shipped_profiles_fit_every_notebook(profile):
     jobs = profiles.plan(profiles.load_profile(profile, root=ROOT), root=ROOT, device="cpu")
     assert [j.name for j in jobs] == profiles.list_notebooks(ROOT)
     for job in jobs:
-        assert job.parameters["device"] == "cpu" and job.output == ROOT / "outputs" / "notebooks" / f"{job.name}.ipynb"
+        assert job.parameters["device"] == "cpu" and job.output == ROOT / "book" / "chapters" / f"{job.name}.ipynb"
 
 
 def test_paper_profile_says_cuda_and_labels_every_unpublished_setting():
@@ -278,7 +264,7 @@ def test_unavailable_device_is_rejected_before_any_kernel_starts(tiny_root):
 def test_failing_notebook_keeps_previous_output_and_exits_nonzero(tiny_root, capsys, monkeypatch):
     # the library's own sources are part of a run's inputs; freeze them for this test
     monkeypatch.setattr(profiles, "library_hash", lambda root: "fixed")
-    out = tiny_root / "outputs" / "notebooks"
+    out = tiny_root / "book" / "chapters"
     out.mkdir(parents=True)
     previous = b'{"previous": "last good output"}'
     (out / "bad.ipynb").write_bytes(previous)
@@ -306,11 +292,13 @@ def test_failing_notebook_keeps_previous_output_and_exits_nonzero(tiny_root, cap
     assert len(injected) == 1 and "x = 3" in "".join(injected[0]["source"]) and "hide-cell" in injected[0]["metadata"]["tags"]
 
     state = json.loads((tiny_root / "outputs" / "status.json").read_text())
-    assert state["bad"]["status"] == "failed" and "AssertionError" in state["bad"]["error"]
-    assert state["good"]["status"] == "ok"
+    assert state["bad"]["latest_run"]["status"] == "failed" and state["bad"]["latest_run"]["profile"] == "t"
+    assert state["bad"]["latest_run"]["error"].startswith("AssertionError: x must be negative")
+    assert state["good"]["latest_run"]["status"] == "ok"
+    assert [(c["name"], c["kind"], c["passed"]) for c in state["good"]["checks"]] == [("double", "identity", True)]
     status = (tiny_root / "outputs" / "status.md").read_text()
-    assert "| R0 | {doc}`good </outputs/notebooks/good>` | 2x = x + x |" in status
-    assert "| bad | - | - | - | not executed yet | failed (" in status  # its previous file is no executed notebook
+    assert "| R0 | {doc}`good </book/chapters/good>` | identity | 2x = x + x |" in status
+    assert "| bad | - | - | - | - | no good run yet | failed (" in status  # its previous file is no executed notebook
 
     # unchanged inputs: the good notebook is not executed again (no kernel)
     report = regenerate("t", root=tiny_root, only="good", build_book=False, progress=False)
@@ -335,6 +323,41 @@ def test_input_hash_follows_text_parameters_profile_and_library(tiny_root, monke
     md = tiny_root / "notebooks" / "good.md"
     md.write_text(md.read_text() + "\nSome more text.\n")
     assert digest() != first
+
+
+def test_failed_notebook_without_earlier_run_gets_a_page_with_the_error(tiny_root, capsys):
+    code = cli.main(["--root", str(tiny_root), "--profile", "t", "--only", "bad", "--no-book", "--no-progress"])
+    assert code == 1
+    assert "FAILED bad (no earlier good run: its page shows the error)" in capsys.readouterr().out
+    page = json.loads((tiny_root / "book" / "chapters" / "bad.ipynb").read_text())
+    assert page["metadata"]["ufm"]["placeholder"] is True
+    text = "".join("".join(c["source"]) for c in page["cells"])
+    assert text.startswith("# Bad") and "This chapter has not been computed" in text
+    assert "AssertionError: x must be negative for this notebook to pass" in text
+    # a placeholder is never up to date: the next run executes the notebook again
+    report = regenerate("t", root=tiny_root, only="bad", build_book=False, progress=False)
+    assert [o.status for o in report.outcomes] == ["failed"]
+
+
+def test_declared_checks_that_did_not_run_are_listed_as_not_checked(tmp_path):
+    body = """
+    from ufmlib.notebook import check, not_checked, require_checks
+    require_checks("ran", "skipped", "forgotten")
+    check("ran", 1.0, 1.0, rtol=1e-12, result="R1", kind="reproduction", description="one is one")
+    not_checked("skipped", result="R2", kind="reproduction", description="a branch", reason="no seed converged")
+    """
+    root = make_root(tmp_path, {"claims": notebook_text("Claims", 'seed: int = 0  # seed\ndevice: str = "cpu"  # device', body)},
+                     {"t": "notebooks: {claims: {}}\n"})
+    report = regenerate("t", root=root, build_book=False, progress=False)
+    assert report.exit_code == 0
+    state = json.loads((root / "outputs" / "status.json").read_text())
+    checks = {c["name"]: c for c in state["claims"]["checks"]}
+    assert checks["ran"]["status"] == "checked" and checks["ran"]["passed"] is True
+    assert checks["skipped"]["status"] == "not checked" and checks["skipped"]["reason"] == "no seed converged"
+    assert checks["forgotten"]["status"] == "not checked" and checks["forgotten"]["reason"] == "did not run"
+    status = (root / "outputs" / "status.md").read_text()
+    assert "| R1 | **1 of 1** |" in status and "| R2 | **none** |" in status
+    assert "a branch - no seed converged." in status
 
 
 def test_out_dir_elsewhere_needs_no_book(tiny_root, tmp_path):
@@ -398,7 +421,7 @@ def test_ufm_command_finds_regenerate_through_its_entry_point():
 
 def test_repository_path_maps_executed_pages_to_paired_notebooks():
     ext = load_extension()
-    assert ext.repository_path("outputs/notebooks/optimum") == "notebooks/optimum.ipynb"
+    assert ext.repository_path("book/chapters/optimum") == "notebooks/optimum.ipynb"
     assert ext.repository_path("book/intro") is None
 
 
@@ -416,15 +439,15 @@ def test_config_loads_the_extension_from_the_book_folder_and_keeps_it_out_of_the
 def test_launch_links_are_rewritten_to_the_paired_notebook(tmp_path):
     (tmp_path / "notebooks").mkdir()
     (tmp_path / "notebooks" / "optimum.ipynb").write_text("{}")
-    colab = "https://colab.research.google.com/github/o/r/blob/main/outputs/notebooks/optimum.ipynb"
+    colab = "https://colab.research.google.com/github/o/r/blob/main/book/chapters/optimum.ipynb"
     context = {"header_buttons": [
         {"label": "launch-buttons", "buttons": [{"url": colab}]},
-        {"label": "download-buttons", "buttons": [{"url": "_sources/outputs/notebooks/optimum.ipynb"}]},
+        {"label": "download-buttons", "buttons": [{"url": "_sources/book/chapters/optimum.ipynb"}]},
     ]}
     app = type("App", (), {"srcdir": str(tmp_path)})()
-    load_extension().rewrite_launch_links(app, "outputs/notebooks/optimum", "page.html", context, None)
+    load_extension().rewrite_launch_links(app, "book/chapters/optimum", "page.html", context, None)
     assert context["header_buttons"][0]["buttons"][0]["url"] == "https://colab.research.google.com/github/o/r/blob/main/notebooks/optimum.ipynb"
-    assert context["header_buttons"][1]["buttons"][0]["url"] == "_sources/outputs/notebooks/optimum.ipynb"
+    assert context["header_buttons"][1]["buttons"][0]["url"] == "_sources/book/chapters/optimum.ipynb"
 
 
 # ----------------------------------------------------------------------------------------
@@ -432,29 +455,46 @@ def test_launch_links_are_rewritten_to_the_paired_notebook(tmp_path):
 
 
 def test_check_passes_within_tolerance_and_records_the_worst_entry():
-    rec = notebook.check("c", [1.0, 2.0 + 1e-13], [1.0, 2.0], rtol=1e-12, result="R1", description="d")
-    assert rec.passed and rec.kind == "rel" and rec.size == 2 and rec.theory == 2.0
+    rec = notebook.check("c", [1.0, 2.0 + 1e-13], [1.0, 2.0], rtol=1e-12, result="R1", kind="reproduction", description="d")
+    assert rec.passed and rec.tolerance_type == "rel" and rec.kind == "reproduction" and rec.size == 2 and rec.theory == 2.0
     assert rec.error == pytest.approx(5e-14, rel=1e-3)
-    rec = notebook.check("c", [[1.0, 1.0], [2.0, 2.0]], [[1.0], [2.0]], atol=0.0, result="R1", description="d")
+    rec = notebook.check("c", [[1.0, 1.0], [2.0, 2.0]], [[1.0], [2.0]], atol=0.0, result="R1", kind="identity", description="d")
     assert rec.passed and rec.size == 4
 
 
 def test_check_failure_raises_with_values_and_tolerance():
     with pytest.raises(notebook.ReproductionError, match=r"R2 c \(d\): measured 1.001, theory 1.0, rel error 1.000e-03 > tolerance 1.0e-06"):
-        notebook.check("c", 1.001, 1.0, rtol=1e-6, result="R2", description="d")
+        notebook.check("c", 1.001, 1.0, rtol=1e-6, result="R2", kind="reproduction", description="d")
     with pytest.raises(notebook.ReproductionError):
-        notebook.check("c", float("nan"), 0.0, atol=1.0, result="R2", description="d")
+        notebook.check("c", float("nan"), 0.0, atol=1.0, result="R2", kind="reproduction", description="d")
 
 
 @pytest.mark.parametrize(
     "kwargs, fragment",
     [({}, "exactly one of rtol or atol"), ({"rtol": 1e-3, "atol": 1e-3}, "exactly one"),
-     ({"atol": -1.0}, "atol must be"), ({"rtol": 1e-3, "theory": 0.0}, "use atol")],
+     ({"atol": -1.0}, "atol must be"), ({"rtol": 1e-3, "theory": 0.0}, "use atol"),
+     ({"rtol": 1e-3, "kind": "rel"}, "kind must be one of reproduction, construction, identity")],
 )
 def test_check_argument_errors(kwargs, fragment):
-    args = {"measured": 1.0, "theory": 1.0, "result": "R1", "description": "d", **kwargs}
+    args = {"measured": 1.0, "theory": 1.0, "result": "R1", "description": "d", "kind": "identity", **kwargs}
     with pytest.raises(ValueError, match=fragment):
         notebook.check("c", **args)
+
+
+def test_not_checked_and_glue_claim_never_state_an_unchecked_result():
+    ran = notebook.check("a", 1.0, 1.0, rtol=1e-12, result="R8", kind="reproduction", description="levels")
+    missing = notebook.not_checked("b", result="R8", kind="reproduction", description="outliers equalise",
+                                   reason="no screened seed reached deep neural collapse")
+    assert missing.status == "not checked" and missing.passed is None
+    assert notebook.glue_claim("c", [ran], shown="The levels agree.") == "The levels agree."
+    text = notebook.glue_claim("c", [ran, missing], shown="The levels agree.")
+    assert "levels agree" not in text and text.startswith("**Not checked in this run**")
+    assert "outliers equalise" in text and "no screened seed reached deep neural collapse" in text
+    assert "did not run" in notebook.glue_claim("c", None, shown="x")
+    with pytest.raises(ValueError, match="reason"):
+        notebook.not_checked("b", result="R8", kind="reproduction", description="d", reason=" ")
+    with pytest.raises(ValueError, match="distinct"):
+        notebook.require_checks("a", "a")
 
 
 def test_glue_bundles_numbers_as_parseable_text():

@@ -1,4 +1,4 @@
-"""Seed screening and the DNC test for the ReLU deep UFM (R8, digest §4.7, §7.3, T8)."""
+"""Seed screening and the DNC test for the ReLU deep UFM (R8; book chapter ``relu``)."""
 
 import math
 
@@ -141,7 +141,7 @@ def test_classification_order_on_metrics():
 
 
 def test_screening_finds_both_kinds_on_both_sides_of_the_linear_bound():
-    # a small model where one start collapses and one ends at the low-rank point (digest §7.3)
+    # a small model where one start collapses and one ends at the low-rank point (book chapter relu)
     cfg = UFMConfig(K=3, n=5, d=12, L=5, activation="relu")
     outcomes = screen_seeds(cfg, [1, 3], lr=0.2, epochs=5000, progress=False)
     kinds = {o.seed: o.kind for o in outcomes}

@@ -99,7 +99,7 @@ def layer_check(params, cfg, layer, pred):
     return H, w, U
 
 
-# ----------------------------------------------------------------------------- T1 (R2, v1 Thm 4.1)
+# ----------------------------------------------------------------------------- R2, v1 Thm 4.1
 def test_t1_paper_scale_value_and_kronecker_factors():
     """K=3, n=40, L=5, d=60, layer 3: 9 eigenvalues 0.16324256978, next <= 1e-15, f_cc' = 1."""
     cfg = UFMConfig(K=3, n=40, d=60, L=5)
@@ -108,7 +108,7 @@ def test_t1_paper_scale_value_and_kronecker_factors():
     assert float(pred.values[0]) == pytest.approx(0.16324256978, abs=5e-12)
     params = construct_minimiser(cfg, frames="random")
     st = UFMState(params, cfg).cpu64()
-    # the two Kronecker factors, measured independently (digest §2.4)
+    # the two Kronecker factors, measured independently (row-major vec, book page Setting and notation)
     X3 = forward(params).inputs[2]
     A4 = st.weights[4] @ st.weights[3]
     wP = torch.linalg.eigvalsh(A4.T @ A4)
@@ -179,7 +179,7 @@ def test_t1_k10_hundred_equal_outliers():
 
 
 def test_general_dnc_point_unequal_norms_labelled():
-    """Digest §4.1 general version: orthogonal frames, unequal norms -> (||a_c||²||μ_c'||²/K ; a_c ⊗ μ_c')."""
+    """R2 (c), collapsed point: orthogonal frames, unequal norms -> (||a_c||²||μ_c'||²/K ; a_c ⊗ μ_c')."""
     K, n, d, L = 3, 2, 5, 3
     cfg = UFMConfig(K=K, n=n, d=d, L=L)
     g = torch.Generator().manual_seed(5)
@@ -242,9 +242,9 @@ def test_class_mean_formulas_at_a_generic_dnc1_point(activation, loss):
         layer_check(params, cfg, layer, pred)
 
 
-# ----------------------------------------------------------------------------- T2 (R3, v1 Thm 4.2)
+# ----------------------------------------------------------------------------- R3, v1 Thm 4.2
 def measured_gn_split(params, cfg, layer):
-    """G_class, G_cross, G_within from autodiff Jacobian rows v_icc' (digest §4.2)."""
+    """G_class, G_cross, G_within from autodiff Jacobian rows v_icc' (v1 App. B)."""
     ts = [t.clone() for t in params.tensors()]
     shape = ts[layer].shape
 
@@ -303,7 +303,7 @@ def test_t2_gauss_newton_split(cfg, frames, layer):
     assert all(lab[0] == "G" for lab in closed.class_.labels)
 
 
-# ----------------------------------------------------------------------------- T3 (R4, v1 Thm 4.3)
+# ----------------------------------------------------------------------------- R4, v1 Thm 4.3
 @pytest.mark.parametrize(
     "cfg, frames, layer",
     [
@@ -337,10 +337,10 @@ def test_t3_overlap_with_measured_top_eigenspace():
     ts = [t.clone() for t in params.tensors()]
     g = torch.func.grad(lambda W: fit_loss([ts[0], ts[1], W, ts[3]], cfg))(ts[2])
     w, U = torch.linalg.eigh(layer_hessian(params, cfg, 2))
-    assert top_overlap(g, U, 9, eigvals=w) == pytest.approx(1.0, abs=1e-12)  # T3: 1.0000
+    assert top_overlap(g, U, 9, eigvals=w) == pytest.approx(1.0, abs=1e-12)  # R4: f_top(K²) = 1
 
 
-# ----------------------------------------------------------------------------- T4 (R5, v1 Thm 4.4)
+# ----------------------------------------------------------------------------- R5, v1 Thm 4.4
 @pytest.mark.parametrize("frames", ["canonical", "random"])
 def test_t4_weight_gram(frames):
     cfg = UFMConfig(K=3, n=40, d=60, L=5)
@@ -378,7 +378,7 @@ def test_weight_gram_per_layer_lambda_and_non_orthogonal_means():
         assert_eigenspaces(w, U, pred)
 
 
-# ----------------------------------------------------------------------------- T5 (R6)
+# ----------------------------------------------------------------------------- R6
 def test_t5_other_matrices():
     cfg = UFMConfig(K=3, n=5, d=7, L=4)
     params = construct_minimiser(cfg, frames="random")
@@ -433,7 +433,7 @@ def test_feature_hessian(cfg):
     assert_eigenspaces(w, U, pred)
 
 
-# ----------------------------------------------------------------------------- T6 (R7, full Hessian)
+# ----------------------------------------------------------------------------- R7, full Hessian
 def test_t6_full_hessian_reference_numbers():
     cfg = UFMConfig(K=4, n=3, d=6, L=4)
     assert dnc_optimum(cfg).gamma == pytest.approx(0.948567, abs=5e-7)
@@ -553,9 +553,9 @@ def test_t6_split_shrinks_with_lambda(lam):
     assert_spectrum(w, pred)
 
 
-# ----------------------------------------------------------------------------- T7 (≈ v1 Figs 3-4)
+# ----------------------------------------------------------------------------- linear dynamics (≈ v1 Figs 3-4)
 def test_t7_class_mean_prediction_tracks_gradient_descent():
-    """K=3, n=40, d=60, L=5, λ=0.01, GD lr 0.1 from N(0, 1/d), 3000 epochs (digest §7.3 row 3000).
+    """K=3, n=40, d=60, L=5, λ=0.01, GD lr 0.1 from N(0, 1/d), 3000 epochs (companion's reference run).
 
     The layer-3 spectrum is then "0.1634 … 0.1630" with the 10th eigenvalue ~5e-9; the
     class-mean prediction (R2 general form) reproduces the measured outliers although the
@@ -588,7 +588,7 @@ def test_t7_class_mean_prediction_tracks_gradient_descent():
     assert torch.allclose(pred.expanded(3600)[:9], w[:9], rtol=1e-9, atol=0)
 
 
-# ----------------------------------------------------------------------------- T8 (R8, ReLU kink)
+# ----------------------------------------------------------------------------- R8, ReLU kink
 @pytest.mark.parametrize("c0", [0.0, 0.5, 1.0])
 def test_t8_relu_kink_convention(c0):
     cfg = UFMConfig(K=3, n=4, d=6, L=4, activation="relu")
@@ -655,7 +655,7 @@ def test_forward_with_a_kink_convention_has_the_stated_derivatives():
         T.relu_optimum_layer_hessian(UFMConfig(K=3, n=4, d=6, L=4), 2, c0=0.5, frames="random")
 
 
-# ----------------------------------------------------------------------------- T9 (R9, cross-entropy)
+# ----------------------------------------------------------------------------- R9, cross-entropy
 def test_t9_ce_reference_numbers():
     cfg = UFMConfig(K=4, n=4, d=6, L=3, loss="ce", lambda_W=5e-3, lambda_H=5e-3)
     pred = T.ce_critical_layer_hessian(cfg, 2, frames="canonical")
@@ -678,7 +678,7 @@ def test_t9_ce_three_levels(K):
         assert_spectrum(w, closed)
 
 
-# ----------------------------------------------------------------------------- pitfalls
+# ----------------------------------------------------------------------------- conventions (book label sources-conventions)
 def test_pitfall_row_vs_column_major():
     cfg = UFMConfig(K=3, n=4, d=6, L=3)
     params = construct_minimiser(cfg, frames="random")

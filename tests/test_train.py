@@ -42,7 +42,7 @@ def test_gd_reaches_analytic_optimum_and_collapses():
 
 
 def test_paper_scale_linear_run_reaches_optimum():
-    """Digest T7 (loss only): K=3, n=40, d=60, L=5, λ=0.01, lr 0.2."""
+    """Linear run at the paper's sizes (v1 Sec. 5.1; loss only): K=3, n=40, d=60, L=5, λ=0.01, lr 0.2."""
     cfg = UFMConfig()
     result = train(cfg, lr=0.2, epochs=6000, snapshot_epochs=[], progress=False)
     target = dnc_optimum(cfg).optimal_loss

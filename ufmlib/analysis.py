@@ -125,6 +125,7 @@ __all__ = [
     "AnalysisSeries",
     "analyze_classifier",
     "analyze_checkpoints",
+    "analyze_head_checkpoints",
 ]
 
 F64 = torch.float64
@@ -546,5 +547,32 @@ def analyze_checkpoints(
             raise ValueError(f"checkpoints[{i}] must carry a state_dict; got {type(state).__name__}")
         epochs.append(int(epoch))
         results.append(analyze_classifier(model_at(model, state), x, labels, **kwargs))
+    order = np.argsort(epochs, kind="stable")
+    return AnalysisSeries(tuple(epochs[i] for i in order), tuple(results[i] for i in order))
+
+
+def analyze_head_checkpoints(model: nn.Module, checkpoints: Iterable[Any], x: Tensor, labels: Tensor, *,
+                             eval_batch: int = 10000, **kwargs: Any) -> AnalysisSeries:
+    """:func:`analyze_checkpoints` of a :class:`ufmlib.networks.HeadedNetwork`, on its backbone's features.
+
+    The fit term and its derivatives in the head weights see the backbone only through ``h(x)``:
+    at each checkpoint the backbone runs once (float64, ``eval()``, ``eval_batch`` samples per
+    pass, no gradients) and only the head is analysed, with the same results (R2, v1 Thm 4.1;
+    R4, v1 Thm 4.3) at the cost of the head. ``kwargs`` go to :func:`analyze_classifier`.
+    """
+    from .networks import HeadedNetwork
+
+    if not isinstance(model, HeadedNetwork) or "head_layers" in kwargs:
+        raise ValueError("model must be a ufmlib.networks.HeadedNetwork, whose head_layers are its own (not given)")
+    eval_batch = check_int("eval_batch", eval_batch, 1)
+    epochs, results = [], []
+    for cp in checkpoints:
+        epoch, state = (cp.epoch, cp.value) if hasattr(cp, "value") else cp
+        net = model_at(model, state).to(F64).eval()
+        with torch.no_grad():
+            h = torch.cat([net.backbone(xb) for xb in x.to(F64).split(eval_batch)])
+        head = HeadedNetwork(nn.Identity(), list(net.head), net.activation)
+        epochs.append(int(epoch))
+        results.append(analyze_classifier(head, h, labels, head_layers=model.head_layer_names, **kwargs))
     order = np.argsort(epochs, kind="stable")
     return AnalysisSeries(tuple(epochs[i] for i in order), tuple(results[i] for i in order))

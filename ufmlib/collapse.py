@@ -64,7 +64,7 @@ def nc1(X: Tensor, K: int) -> float:
 def nc1_relative(X: Tensor, K: int) -> float:
     """``||X - M ⊗ 1_n^T||_F / ||X||_F``: the share of the features not explained by class means.
 
-    An alternative NC1 (digest §8.1) that stays finite when the class means collapse to zero.
+    An alternative NC1 (companion's choice) that stays finite when the class means collapse to zero.
     """
     Xs = _split(X, K)
     M = Xs.mean(dim=2, keepdim=True)
@@ -89,7 +89,7 @@ def nc2_etf(M: Tensor) -> float:
 def nc2_orthogonal(M: Tensor) -> float:
     """NC2 for the bias-free MSE UFM (orthogonal frame, Dang et al. 2023):
     ``|| M^T M/||M^T M||_F - I_K/sqrt(K) ||_F``; 0 when the uncentred means are orthogonal with
-    equal norms (the global minimiser of digest §3.2).
+    equal norms (the global minimiser of R1: Dang et al. 2023, Thm 3.1; v1 Eq. (2)).
     """
     K = M.shape[1]
     eye = torch.eye(K, dtype=M.dtype, device=M.device)
@@ -106,7 +106,8 @@ def nc3_self_duality(W: Tensor, M: Tensor) -> float:
 
 def dnc3_alignment(W: Tensor, M: Tensor, *, centred: bool = False) -> float:
     """DNC3 for any layer: ``||W (I - P_M)||_F / ||W||_F``, the share of the rows of ``W`` outside the
-    span of the input class means (digest §3.1, §8.1; Súkeník et al. 2023 use the centred means).
+    span of the input class means (DNC3 of Garrod & Keating, arXiv 2410.23169, Definition 1;
+    Súkeník et al. 2023 use the centred means).
 
     ``centred=False`` uses the uncentred means, the right span for the bias-free MSE model whose
     global mean is not zero; 0 means every row of ``W`` is a combination of class means.

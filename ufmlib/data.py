@@ -1,6 +1,7 @@
 """Balanced, class-ordered, standardised datasets for the real-network experiments.
 
-Conventions (digest §2.1 and §7.4 F9):
+Conventions (the UFM's class-ordered layout of the book page *Setting and notation*; the data
+conventions of the follow-up paper, Garrod & Keating, arXiv 2410.23169, where they apply):
 
 * **Class order.** Samples are returned class by class: the ``n`` samples of class 0,
   then the ``n`` samples of class 1, ..., so sample ``i`` has label ``i // n``.

@@ -16,7 +16,8 @@ set of class means handed to every measurement):
 
 :func:`record_dynamics` takes an optional ``measure(state, cfg)`` called at the same snapshots of
 the same run, for what a chapter needs beyond that (:func:`split_snapshot` for R3,
-:func:`gradient_snapshot` for R4, :func:`weight_snapshot` for R5); notebooks plot fields of the
+:func:`gradient_snapshot` for R4, :func:`weight_snapshot` for R5, :func:`matrices_snapshot` for
+R6; :func:`late_decay_rate` reads a late-time rate off the snapshots); notebooks plot fields of the
 returned :class:`Dynamics` and recompute none of these quantities themselves.
 """
 
@@ -35,11 +36,13 @@ from .decompose import gauss_newton_split
 from .full_hessian import fit_gradient
 from .hessian import layer_hvp, layer_spectrum
 from .matrices import balancedness, singular_subspace_overlaps
+from .matrices import (backprop_errors, feature_hessian_factor, gradient_covariance, gradient_second_moment,
+                       per_sample_gradients, per_sample_gradients_autograd)
 from .model import UFMParams
 from .state import UFMState, state_of
 from .theory import layer_hessian_at, weight_gram_from_means
 from .train import TrainResult, train
-from .validation import check_int, check_layer
+from .validation import check_int, check_layer, epoch_series
 
 __all__ = [
     "SpectralSnapshot",
@@ -50,6 +53,11 @@ __all__ = [
     "split_snapshot",
     "gradient_snapshot",
     "weight_snapshot",
+    "late_decay_rate",
+    "matrices_snapshot",
+    "CEDescentRun",
+    "ce_descent_run",
+    "convergence_snapshot",
 ]
 
 Point = UFMState | UFMParams | Sequence[torch.Tensor]
@@ -248,6 +256,62 @@ def gradient_snapshot(params: Point, cfg: UFMConfig, layer: int) -> dict[str, fl
     }
 
 
+def matrices_snapshot(params: Point, cfg: UFMConfig, layer: int) -> dict[str, np.ndarray]:
+    """The "other deep-learning matrices" of layer ``layer`` at one point (R6; R5 for the weights).
+
+    Keys (descending values): ``"features"`` -- the ``K+1`` largest singular values of ``H_layer``;
+    ``"errors"`` -- the ``K`` singular values of the back-propagated errors at ``H_layer``
+    (autodiff, :func:`ufmlib.matrices.backprop_errors`); ``"covariance"`` -- the ``K`` largest
+    eigenvalues of the centred covariance of the per-sample gradients of ``W_layer``;
+    ``"second_moment"`` -- the ``K+1`` largest eigenvalues of their uncentred second moment, from
+    gradients taken per sample by ``torch.func.jacrev``
+    (:func:`ufmlib.matrices.per_sample_gradients_autograd`); ``"hess_H"`` -- the ``K`` largest
+    eigenvalues of the factor ``F`` of the ``H_1``-Hessian ``F ⊗ I_N`` (linear MSE model);
+    ``"gram"`` -- the ``K+1`` largest eigenvalues of ``W_layer^T W_layer``. At the minimiser the
+    top ``K`` (``K-1`` for the covariance) of each are the closed forms of the other-matrices
+    chapter and the next one is 0.
+    """
+    layer = check_layer(layer, cfg.L)
+    st = state_of(params, cfg).cpu64()
+    c, K = st.cfg, st.cfg.K
+    W = st.Ws[layer - 1]
+    return {
+        "features": torch.linalg.svdvals(st.forward.inputs[layer - 1])[: K + 1].numpy(),
+        "errors": backprop_errors(st, c, layer).singular_values[:K].numpy(),
+        "covariance": gradient_covariance(per_sample_gradients(st, c, layer)).eigenvalues[:K].numpy(),
+        "second_moment": gradient_second_moment(per_sample_gradients_autograd(st, c, layer)).eigenvalues[: K + 1].numpy(),
+        "hess_H": torch.linalg.eigvalsh(feature_hessian_factor(st, c)).flip(0)[:K].numpy(),
+        "gram": torch.linalg.eigvalsh(W.mT @ W).flip(0)[: K + 1].numpy(),
+    }
+
+
+def late_decay_rate(epochs: Sequence[int], values, *, floor: float) -> np.ndarray:
+    """Per-step logarithmic decay rate of each column of ``values`` at late times.
+
+    ``values[t, j]`` is a positive quantity measured at ``epochs[t]`` (increasing), for example
+    the relative imbalance of every layer (:func:`weight_snapshot`, ``"balancedness"``) or the
+    ``(K+1)``-th singular value of every weight matrix. For each column the rate is
+    ``(log v_b - log v_a) / (epoch_b - epoch_a)`` over the last two snapshots ``a < b`` at which the
+    value is above ``floor`` (chosen well above round-off, so that the rate is that of the
+    dynamics, not of rounding errors); ``nan`` where fewer than two are. Along gradient descent with
+    step ``η`` and a common weight decay ``λ`` the companion's first-order estimates are
+    ``2 log(1 - ηλ)`` for the imbalance of the weights chapter (R5, balancedness of v1 Thm 4.4) and
+    ``log(1 - ηλ)`` for the singular values outside the class-mean frames.
+    """
+    e, v = epoch_series(epochs, values)
+    if e.size and np.any(np.diff(e) <= 0):
+        raise ValueError("epochs must be increasing")
+    if not (isinstance(floor, (int, float)) and np.isfinite(floor) and floor > 0):
+        raise ValueError(f"floor must be a finite number > 0; got {floor!r}")
+    rates = np.full(v.shape[1], np.nan)
+    for j in range(v.shape[1]):
+        ok = np.flatnonzero(v[:, j] > floor)
+        if ok.size >= 2:
+            a, b = ok[-2], ok[-1]
+            rates[j] = (np.log(v[b, j]) - np.log(v[a, j])) / (e[b] - e[a])
+    return rates
+
+
 def weight_snapshot(params: Point, cfg: UFMConfig) -> dict[str, np.ndarray]:
     """Weight measurements of the weights chapter at one point (R5, v1 Thm 4.4).
 
@@ -266,3 +330,99 @@ def weight_snapshot(params: Point, cfg: UFMConfig) -> dict[str, np.ndarray]:
     right, left = singular_subspace_overlaps(st, c)
     return {"gram": gram, "gram_from_means": pred, "balancedness": balancedness(st, c),
             "right_overlap": right, "left_overlap": left}
+
+
+# ----------------------------------------------------------------------------- cross-entropy runs (R9)
+@dataclass(frozen=True, eq=False)
+class CEDescentRun:
+    """Where one gradient-descent run of the cross-entropy deep linear UFM ends (R9).
+
+    ``dnc_loss``: the regularised loss of the DNC critical point
+    (:func:`ufmlib.optimum.construct_ce_critical_point`); ``logit_rank``: the rank of the final
+    class-mean logits after removing their mean over the logit coordinates (softmax is shift
+    invariant; ``K-1`` at DNC); ``at_dnc``: the final loss equals ``dnc_loss`` within ``rtol`` and
+    ``logit_rank = K-1``; ``below``: not at DNC and the final loss is lower than ``dnc_loss`` by
+    more than ``rtol`` (relative; kept as ``rtol``). ``eigenvalues``: the final fit-term Hessian of ``W_layer``,
+    descending; ``nonzero``: how many exceed ``1e-8`` times the largest; ``track``: the top
+    ``(K-1)² + 1`` eigenvalues at every snapshot (``epochs``); ``levels``: the closed-form
+    three-level spectrum at DNC (:func:`ufmlib.theory.ce_critical_layer_hessian`).
+    """
+
+    K: int
+    seed: int
+    layer: int
+    final_loss: float
+    dnc_loss: float
+    logit_rank: int
+    at_dnc: bool
+    below: bool
+    nonzero: int
+    eigenvalues: torch.Tensor
+    track: np.ndarray
+    epochs: np.ndarray
+    levels: Any
+    rtol: float
+
+    @property
+    def outcome(self) -> str:
+        """``"at DNC"``, ``"lower loss"`` or ``"elsewhere"``."""
+        return "at DNC" if self.at_dnc else "lower loss" if self.below else "elsewhere"
+
+
+def ce_descent_run(cfg: UFMConfig, *, lr: float, epochs: int, layer: int, snapshots: int = 20,
+                   rtol: float = 1e-9, progress: bool = False) -> CEDescentRun:
+    """Train the cross-entropy model of ``cfg`` from its seed's random start and compare the end
+    with the DNC critical point (R9; :class:`CEDescentRun`).
+
+    Full-batch gradient descent (:func:`ufmlib.train.train`); the Hessian of ``W_layer`` is
+    assembled per sample (:func:`ufmlib.hessian.layer_hessian_dense`, float64 on the CPU) at
+    ``snapshots`` log-spaced epochs. Needs ``cfg.loss = "ce"``, a linear model and one common
+    ``λ = λ_W = λ_H``. For ``K >= 4`` and ``L >= 3`` the DNC point is not the global minimum
+    (Garrod & Keating, arXiv 2410.23169), so a run may end ``below`` it.
+    """
+    from .hessian import layer_hessian_dense
+    from .model import regularised_loss
+    from .optimum import construct_ce_critical_point
+    from .theory import ce_critical_layer_hessian
+
+    if cfg.loss != "ce" or cfg.activation != "linear":
+        raise ValueError(f"cfg must be the linear cross-entropy model; got loss={cfg.loss!r}, activation={cfg.activation!r}")
+    layer = check_layer(layer, cfg.L)
+    c64 = cfg.replace(dtype="float64", device="cpu")
+    K = cfg.K
+    dnc_loss = float(regularised_loss(construct_ce_critical_point(c64).tensors(), c64))
+    levels = ce_critical_layer_hessian(c64, layer)
+
+    def spectrum(epoch: int, p: UFMParams) -> torch.Tensor:
+        return torch.linalg.eigvalsh(layer_hessian_dense(p.to(dtype=torch.float64, device="cpu"), c64, layer)).flip(0)
+
+    run = train(cfg, lr=lr, epochs=epochs, snapshot_epochs=snapshots, callback=spectrum, progress=progress)
+    Z = UFMState(run.params.to(dtype=torch.float64, device="cpu"), c64).logit_means
+    sv = torch.linalg.svdvals(Z - Z.mean(dim=0, keepdim=True))
+    rank = int((sv > 1e-6 * sv[0]).sum())
+    final = run.snapshots[-1].value
+    loss = float(run.final_loss)
+    at_dnc = abs(loss - dnc_loss) <= rtol * dnc_loss and rank == K - 1
+    return CEDescentRun(
+        K=K, seed=cfg.seed, layer=layer, final_loss=loss, dnc_loss=dnc_loss, logit_rank=rank, at_dnc=at_dnc,
+        below=not at_dnc and loss < dnc_loss * (1 - rtol), nonzero=int((final > 1e-8 * final[0]).sum()),
+        eigenvalues=final, track=torch.stack([s.value[: (K - 1) ** 2 + 1] for s in run.snapshots]).numpy(),
+        epochs=run.snapshot_epochs(), levels=levels, rtol=float(rtol),
+    )
+
+
+def convergence_snapshot(params: Point, cfg: UFMConfig) -> dict[str, Any]:
+    """What the R1 chapter follows along gradient descent towards the global minimiser (v1 Eq. (2)).
+
+    Keys: ``"top"`` -- the ``K`` largest singular values of every ``W_l`` (``L x K``, they converge
+    to ``s_{W_l}``); ``"rest"`` -- the largest singular value beyond the ``K``-th over all layers
+    (``0.0`` when no layer has more than ``K``; it decays to 0: every ``W_l`` becomes rank ``K``);
+    ``"gamma"`` -- the mean over classes of the class-mean logit on the own class (it converges
+    to ``γ``). Fit for a :func:`ufmlib.train.train` callback: ``lambda epoch, p: convergence_snapshot(p, cfg)``.
+    """
+    st = state_of(params, cfg).cpu64()
+    K = st.cfg.K
+    svals = [torch.linalg.svdvals(W).numpy() for W in st.Ws]
+    return {"top": np.stack([s[:K] for s in svals]),
+            "rest": max((float(s[K]) for s in svals if s.size > K), default=0.0),
+            "gamma": st.logit_means.diagonal().mean().item()}

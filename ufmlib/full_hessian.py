@@ -38,6 +38,7 @@ __all__ = [
     "fit_gradient",
     "full_gauss_newton",
     "layer_blocks",
+    "block_hvp",
     "frame_coefficients",
 ]
 
@@ -172,6 +173,34 @@ def layer_blocks(cfg: UFMConfig, *, include_H: bool = False) -> list[slice]:
         out.append(slice(start, start + s))
         start += s
     return out
+
+
+def block_hvp(params: Point, cfg: UFMConfig, index: int, *, include_H: bool = False) -> tuple[MatVec, int]:
+    """One diagonal block of the full autodiff Hessian as a matrix-free operator, and its dimension.
+
+    ``index`` counts the blocks of :func:`layer_blocks` from 0 (``H_1`` first when ``include_H``,
+    then ``W_1..W_L``). ``v`` (``(dim,)`` or ``(dim, m)``) is placed in that block of a zero
+    vector, multiplied by :func:`full_hvp` (forward-over-reverse automatic differentiation, no
+    closed form) and the same block of the product is returned. For ``W_l`` this is the layer
+    Hessian ``Hess_l`` (R2, v1 Thm 4.1); for ``H_1`` the features' Hessian ``F ⊗ I_N`` (R6) --
+    measured, so that a Lanczos spectrum of it or a comparison with the Kronecker factors is an
+    independent check of those statements.
+    """
+    blocks = layer_blocks(cfg, include_H=include_H)
+    if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(blocks):
+        raise ValueError(f"index must be an integer in 0..{len(blocks) - 1}; got {index!r}")
+    matvec, dim = full_hvp(params, cfg, include_H=include_H)
+    sl = blocks[index]
+    size = sl.stop - sl.start
+
+    def block_matvec(v: Tensor) -> Tensor:
+        if v.ndim not in (1, 2) or v.shape[0] != size:
+            raise ValueError(f"v must have shape ({size},) or ({size}, m); got {tuple(v.shape)}")
+        full = torch.zeros((dim, *v.shape[1:]), dtype=v.dtype, device=v.device)
+        full[sl] = v
+        return matvec(full)[sl]
+
+    return block_matvec, size
 
 
 def frame_coefficients(vectors: Tensor, params: Point, cfg: UFMConfig) -> Tensor:

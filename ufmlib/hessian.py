@@ -43,7 +43,7 @@ we use ``ReLU'(0) = 0`` and ``ReLU'' = 0`` by default, so :func:`layer_hvp` agre
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Callable, Literal, Sequence
 
 import torch
@@ -65,6 +65,9 @@ __all__ = [
     "layer_hvp",
     "layer_hessian_dense",
     "layer_spectrum",
+    "relu_layer_hessian_autodiff",
+    "KinkHessian",
+    "measure_kink_hessian",
 ]
 
 MatVec = Callable[[Tensor], Tensor]
@@ -342,3 +345,77 @@ def layer_spectrum(
     res = top_eigenpairs(matvec, dim=dim, k=k, which="LA", seed=seed, tol=tol, max_restarts=max_restarts,
                          dtype=ref.dtype, device=ref.device)
     return replace(res, method=f"lanczos: {res.method}").shifted(shift)
+
+
+# ----------------------------------------------------------------------------- the ReLU kink (R8)
+def relu_layer_hessian_autodiff(
+    params: Point,
+    cfg: UFMConfig,
+    layer: int,
+    *,
+    relu_prime_at_zero: float = 0.0,
+    chunk_size: int | None = None,
+) -> Tensor:
+    """Dense ``Hess_l`` (row-major vec) by automatic differentiation, with ``ReLU'(0) = c0``.
+
+    As :func:`layer_hessian_autodiff`, but the fit term is written with the ReLU of
+    :func:`ufmlib.model.forward` whose derivative at an exact zero is ``relu_prime_at_zero``
+    (``fit_loss(..., relu_prime_at_zero=c0)``), so that autodiff itself sees the convention.
+    Nothing here uses the Gauss-Newton form of the layer block; it is the measurement the
+    kink prediction of R8 (:func:`ufmlib.theory.relu_optimum_layer_hessian`, book label
+    ``sources-r8``) is tested against at the exact non-negative optimum, where many
+    pre-activations are exactly 0.
+    """
+    st = state_of(params, cfg)
+    tensors = st.tensors()
+    layer = check_layer(layer, cfg.L)
+    c0 = check_c0(relu_prime_at_zero)
+    W = tensors[layer]
+    shape = W.shape
+
+    def f(w: Tensor) -> Tensor:
+        ts = list(tensors)
+        ts[layer] = w.reshape(shape)
+        return fit_loss(ts, cfg, relu_prime_at_zero=c0)
+
+    chunk = chunk_size or auto_chunk(W.numel(), 4 * cfg.d * cfg.N * cfg.L)
+    return dense_hessian(f, W.reshape(-1), chunk_size=chunk)
+
+
+@dataclass(frozen=True)
+class KinkHessian:
+    """The layer Hessian at a ReLU kink point, measured (see :func:`measure_kink_hessian`).
+
+    ``hessian``: dense autodiff Hessian with ``ReLU'(0) = c0``; ``eigenvalues``: its eigenvalues,
+    descending; ``gauss_newton_gap``: ``max |hessian - layer_hessian_dense(...)|``, the distance
+    to the Gauss-Newton sum ``Σ_i (B_i^T Q_i B_i) ⊗ x_i x_i^T`` with the same convention.
+    """
+
+    layer: int
+    c0: float
+    hessian: Tensor
+    eigenvalues: Tensor
+    gauss_newton_gap: float
+
+    def residual(self, spectrum: Spectrum) -> float:
+        """``max_j ||H v_j - λ_j v_j||`` over the eigenpairs ``(λ_j, v_j)`` that ``spectrum`` carries
+        (a prediction with eigenvectors, e.g. :func:`ufmlib.theory.relu_optimum_layer_hessian`)."""
+        V = spectrum.eigenvectors.to(self.hessian)
+        values = spectrum.expanded()[: V.shape[1]].to(self.hessian)
+        return (self.hessian @ V - V * values).norm(dim=0).max().item()
+
+
+def measure_kink_hessian(params: Point, cfg: UFMConfig, layer: int, *, c0: float) -> KinkHessian:
+    """Measure ``Hess_l`` with the convention ``ReLU'(0) = c0`` (R8, the kink of the ReLU model).
+
+    Autodiff (:func:`relu_layer_hessian_autodiff`) gives the Hessian and its eigenvalues; the
+    dense Gauss-Newton sum (:func:`layer_hessian_dense`) with the same ``c0`` is compared with it,
+    which tests that the layer block of a piecewise-linear network equals its Gauss-Newton part
+    (module docstring) also on the kink.
+    """
+    H = relu_layer_hessian_autodiff(params, cfg, layer, relu_prime_at_zero=c0)
+    H_gn = layer_hessian_dense(params, cfg, layer, relu_prime_at_zero=c0)
+    return KinkHessian(
+        layer=check_layer(layer, cfg.L), c0=float(c0), hessian=H,
+        eigenvalues=torch.linalg.eigvalsh(H).flip(0), gauss_newton_gap=(H - H_gn).abs().max().item(),
+    )

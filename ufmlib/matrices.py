@@ -35,7 +35,7 @@ from torch import Tensor
 from .alignment import subspace_overlap
 from .autodiff import dense_hessian
 from .config import UFMConfig
-from .model import UFMParams, fit_loss, fit_loss_from_logits
+from .model import UFMParams, fit_loss, fit_loss_from_logits, forward
 from .spectrum import Spectrum
 from .state import UFMState, state_of
 from .validation import check_layer, check_matrix
@@ -49,6 +49,7 @@ __all__ = [
     "BackpropErrors",
     "backprop_errors",
     "per_sample_gradients",
+    "per_sample_gradients_autograd",
     "gradient_second_moment",
     "gradient_covariance",
     "feature_hessian",
@@ -129,6 +130,29 @@ def per_sample_gradients(params: Point, cfg: UFMConfig, layer: int) -> Tensor:
     delta = backprop_errors(st, cfg, layer + 1).errors * cfg.N  # N x d_out
     X = st.forward.inputs[layer - 1].mT  # N x d_in
     return (delta[:, :, None] * X[:, None, :]).reshape(cfg.N, -1)
+
+
+def per_sample_gradients_autograd(params: Point, cfg: UFMConfig, layer: int) -> Tensor:
+    """Per-sample fit gradients ``vec(∂ℓ_i/∂W_l)`` by automatic differentiation (``N x d_out d_in``).
+
+    The same matrix as :func:`per_sample_gradients`, measured without the chain-rule product
+    ``δ_i ⊗ x_i``: the vector of the ``N`` per-sample losses (``½||z_i - y_i||²`` for MSE,
+    ``-log softmax(z_i)_{y_i}`` for cross-entropy; ``ℓ = Av_i ℓ_i``) is differentiated with
+    respect to ``W_l`` by ``torch.func.jacrev`` (row-major vec). At the linear MSE minimiser
+    its second moment has ``K`` eigenvalues ``γ(1-γ)λ_{W_l}`` (R6), so comparing its spectrum
+    with the closed form is an independent check. ReLU derivative at 0: PyTorch's (0).
+    """
+    st = state_of(params, cfg)
+    layer = check_layer(layer, cfg.L)
+    tensors, Y = st.tensors(), st.labels
+
+    def losses(W: Tensor) -> Tensor:
+        Z = forward([*tensors[:layer], W, *tensors[layer + 1:]], cfg.activation).logits
+        if cfg.loss == "mse":
+            return 0.5 * (Z - Y).pow(2).sum(dim=0)
+        return -(torch.log_softmax(Z, dim=0) * Y).sum(dim=0)
+
+    return torch.func.jacrev(losses)(tensors[layer]).reshape(cfg.N, -1)
 
 
 def _moment_spectrum(G: Tensor, method: str) -> Spectrum:

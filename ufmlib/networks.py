@@ -1,39 +1,39 @@
-"""Real networks: a backbone followed by the deep-UFM head (digest §1.2, §1.3, §7.4 F9, §10 T10).
+"""Real networks: a backbone followed by the deep-UFM head (the deep-network experiments of v2/v3).
 
-The deep unconstrained feature model (digest §2) replaces everything below the last ``L``
-layers of a classifier by free features ``H_1``. Here the features are real: an input ``x``
+Sources and settings: book appendix *How each statement was rebuilt* (sources-real-networks).
+
+The deep unconstrained feature model (book page *Setting and notation*) replaces everything
+below the last ``L`` layers of a classifier by free features ``H_1``. Here the features are real: an input ``x``
 passes through a **backbone** ``h(x) ∈ ℝ^d`` (an MLP, or a torchvision ResNet adapted to small
 images) whose output plays the role of ``H_1``, and then through a **head** of ``L`` bias-free
 ``nn.Linear`` layers ``W_1..W_L`` (``d x d``, ..., ``d x d``, ``K x d``), exactly the deep
 UFM's weights; between head layers there is either nothing (``activation="linear"``) or a
-ReLU (``"relu"``), and nothing after ``W_L`` (digest §2.2). The head layers are
+ReLU (``"relu"``), and nothing after ``W_L`` (as in the UFM's ReLU model). The head layers are
 ``model.head[0] .. model.head[L-1]`` (module names ``"head.0" .. "head.{L-1}"``), which is all
 :func:`ufmlib.analysis.analyze_classifier` needs to know.
 
-Training objective (the UFM's v1 Eq. (1), digest §2.3, with real features):
+Training objective (the UFM's v1 Eq. (1), with real features):
 
     𝓛 = ℓ(Z, Y) + (λ_W/2) Σ_l ||W_l||_F² + (λ_H/2) Σ_{θ ∈ backbone} ||θ||²,
 
 ``ℓ = (1/2N) ||Z - Y||_F²`` on one-hot targets (``loss="mse"``) or the mean cross-entropy
 (``"ce"``). The split of weight decay is the UFM's: ``λ_W`` on the head weights, and ``λ_H`` on
 *all* backbone parameters as the stand-in for the UFM's feature penalty ``(λ_H/2)||H_1||²``
-(digest §2.3: "the regularisation on ``H_1`` is the UFM stand-in for weight decay on the
-backbone"). The penalty is part of the loss that is differentiated, so the recorded loss is
-exactly the objective being minimised (plain SGD with ``weight_decay`` would give the same
-steps).
+(the feature penalty on ``H_1`` is the UFM's stand-in for weight decay on the backbone). The
+penalty is part of the loss that is differentiated, so the recorded loss is exactly the
+objective being minimised (plain SGD with ``weight_decay`` would give the same steps).
 
-Optimiser (companion's choice; the paper's real-network settings are NOT FOUND, digest §7.4
-F9, pitfall 8): plain gradient descent ``θ ← θ - lr ∇𝓛`` - full batch by default, or
-mini-batches in a seeded random order each epoch (``batch_size``); SGD momentum is available
-but off by default. Digest §7.4 F9 suggests, from the same authors' companion paper, head width
-``d = 64``, ``L = 3-4``, ``λ_W = 5·10⁻³`` on the head, ``λ_H = 10⁻⁶`` on the backbone and
-``lr = 0.05`` with batches of 10,000 ("approximately gradient descent"). The defaults of
+Optimiser (companion's choice; the paper's real-network settings are not known, see the book
+appendix *How each statement was rebuilt*, sources-conventions): plain gradient descent
+``θ ← θ - lr ∇𝓛`` - full batch by default, or mini-batches in a seeded random order each epoch
+(``batch_size``); SGD momentum is available but off by default. The same authors' follow-up
+paper (Garrod & Keating, arXiv 2410.23169) uses head width ``d = 64``, ``L = 3-4``,
+``λ_W = 5·10⁻³`` on the head, ``λ_H = 10⁻⁶`` on the backbone and ``lr = 0.05`` with batches of 10,000 ("approximately gradient descent"). The defaults of
 :class:`NetworkConfig` are sized for the offline ``digits`` data set on one CPU core (all 10
 classes, 30 per class, MLP backbone 64 -> 64 -> 32, linear head ``L = 3``, ``d = 32``, MSE,
-full batch, ``lr = 0.2``, 4000 epochs, float64: about 6 s): seeds 0-3 all reach 100 % training
-accuracy, NC1 of the last layer's input falls 220-310 fold, and the last layer's Hessian has
-exactly ``K² = 100`` outliers whose span is the class-mean Kronecker space (overlap 1.0000;
-``tests/test_analysis.py``). ``lr = 0.3`` diverges for some seeds.
+full batch, ``lr = 0.2``, 4000 epochs, float64). What a run reaches with them (training
+accuracy, the fall of NC1, the ``K²`` outliers of the last layer's Hessian and their span) is
+checked by ``tests/test_analysis.py`` and reported by the real-network chapter, not here.
 
 Initialisation is seeded: the backbone is built under ``torch.manual_seed(seed)`` inside
 :func:`torch.random.fork_rng` (the caller's global generator is left untouched), the head
@@ -55,7 +55,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from tqdm.auto import tqdm
+from tqdm import tqdm  # the text bar: tqdm.auto warns in kernels without ipywidgets
 
 from .config import ConfigError, resolve_device, resolve_dtype
 from .data import DATASETS, ClassData, load_dataset
@@ -83,7 +83,7 @@ LOSSES = ("mse", "ce")
 # ----------------------------------------------------------------------------- configuration
 @dataclass(frozen=True)
 class NetworkConfig:
-    """A backbone + deep-UFM-head classifier and how to train it (digest §7.4 F9).
+    """A backbone + deep-UFM-head classifier and how to train it (book chapter ``real_networks``).
 
     Parameters
     ----------
@@ -206,7 +206,7 @@ class HeadedNetwork(nn.Module):
     """``logits = W_L σ(⋯ σ(W_2 σ(W_1 h(x))))`` with ``h`` = ``backbone`` and ``W_l`` = ``head[l-1]``.
 
     ``σ`` is the identity (``activation="linear"``) or a ReLU, applied between head layers only
-    (digest §2.2). ``head`` is an ``nn.ModuleList`` of bias-free ``nn.Linear`` layers, so the
+    (as in the UFM's ReLU model). ``head`` is an ``nn.ModuleList`` of bias-free ``nn.Linear`` layers, so the
     head layers are named ``"head.0" .. "head.{L-1}"`` (:attr:`head_layer_names`).
     """
 
@@ -316,7 +316,7 @@ def network_fit_loss(logits: Tensor, labels: Tensor, loss: str = "mse") -> Tenso
 
 
 def network_penalty(model: HeadedNetwork, lambda_W: float, lambda_H: float) -> Tensor:
-    """``(λ_W/2) Σ_l ||W_l||_F² + (λ_H/2) Σ_{θ ∈ backbone} ||θ||²`` (digest §2.3 stand-in)."""
+    """``(λ_W/2) Σ_l ||W_l||_F² + (λ_H/2) Σ_{θ ∈ backbone} ||θ||²`` (the UFM's feature penalty, moved to the backbone)."""
     head = sum(W.pow(2).sum() for W in model.head_parameters())
     back = sum(p.pow(2).sum() for p in model.backbone.parameters())
     return 0.5 * lambda_W * head + 0.5 * lambda_H * back

@@ -40,6 +40,8 @@ __all__ = [
     "DNCOptimum",
     "dnc_optimum",
     "construct_minimiser",
+    "common_lambda_threshold",
+    "phase_curves",
     "CECriticalPoint",
     "ce_critical_point",
     "construct_ce_critical_point",
@@ -290,6 +292,42 @@ def construct_minimiser(
     Ws = [s * U[l + 1] @ U[l].T for l, s in enumerate(opt.weight_singular_values[:-1])]
     Ws.append(opt.weight_singular_values[-1] * U[-1].T)
     return UFMParams(H1, tuple(Ws)).to(dtype=cfg.torch_dtype, device=cfg.torch_device)
+
+
+def common_lambda_threshold(K: int, n: int, L: int) -> float:
+    """The weight decay ``λ*`` at which condition (2) (v1 Eq. (2)) becomes an equality for a common
+    ``λ = λ_{W_l} = λ_H`` (R1 (c)).
+
+    The left side of (2) is ``(K n λ^{L+1})^{1/L}``: it grows like ``λ^{(L+1)/L}``, so (2) holds
+    exactly for ``λ < λ*``, where the global minimiser is collapsed; above ``λ*`` it is zero.
+    """
+    K, n, L = check_int("K", K, 2), check_int("n", n, 1), check_int("L", L, 1)
+    lhs1, rhs1 = condition(K, n, L, 1.0, 1.0)  # left side at λ = 1
+    return (rhs1 / lhs1) ** (L / (L + 1))
+
+
+def phase_curves(K: int, n: int, L: int, lambdas: Sequence[float]) -> dict[str, np.ndarray]:
+    """The global minimiser along a common weight decay ``λ = λ_{W_l} = λ_H`` (R1, phase diagram).
+
+    Keys, one value per entry of ``lambdas``: ``"gamma"`` (``γ`` of the global minimiser, ``0``
+    where it is zero), ``"loss"`` (its loss, ``1/2`` where it is zero), and ``"gamma_branch"``,
+    ``"loss_branch"``: the collapsed critical point (largest root of (★), loss
+    ``(1-γ)(1+Lγ)/2``) continued past :func:`common_lambda_threshold`, where it exists but is not
+    global (NaN below the threshold and where (★) has no root).
+    """
+    lam = np.asarray(lambdas, dtype=float).ravel()
+    if lam.size == 0 or not np.all(np.isfinite(lam) & (lam > 0)):
+        raise ValueError("lambdas must be a non-empty sequence of positive numbers")
+    opts = [dnc_optimum(K, n, L, float(x), float(x)) for x in lam]
+    roots = [solve_gamma(K, n, L, float(x), float(x)) for x in lam]
+    branch = np.array([r[0] if r is not None else np.nan for r in roots])
+    branch[lam < common_lambda_threshold(K, n, L) * (1 - 1e-6)] = np.nan  # only where the collapsed point is not global
+    return {
+        "gamma": np.array([o.gamma if o.is_global else 0.0 for o in opts]),
+        "loss": np.array([o.optimal_loss for o in opts]),
+        "gamma_branch": branch,
+        "loss_branch": (1 - branch) * (1 + L * branch) / 2,
+    }
 
 
 # ----------------------------------------------------------------------------------------

@@ -21,12 +21,15 @@ closed-form predictions are black dashed lines on top of them
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 import matplotlib
 import numpy as np
+
+from .validation import epoch_series
 
 __all__ = [
     "STYLE",
@@ -293,12 +296,7 @@ def add_theory_trajectories(ax, epochs, values, *, label: str | None = "theory",
     class means); one legend entry ``label`` for all columns. ``linestyle`` (e.g. ``":"``)
     tells such a prediction apart from a fixed closed-form level drawn on the same axes.
     """
-    x = np.asarray(epochs, dtype=float).ravel()
-    y = np.asarray(values, dtype=float)
-    if y.ndim == 1:
-        y = y[:, None]
-    if y.ndim != 2 or y.shape[0] != x.size:
-        raise ValueError(f"values must have one row per epoch ({x.size}); got shape {y.shape}")
+    x, y = epoch_series(epochs, values)
     for j in range(y.shape[1]):
         ax.plot(x, y[:, j], label=label if j == 0 else None, **{**THEORY, "linestyle": linestyle})
     if label and ax.get_legend_handles_labels()[0]:
@@ -370,9 +368,17 @@ def save_figure(
     out = Path(directory) if directory is not None else figure_dir()
     out.mkdir(parents=True, exist_ok=True)
     paths = []
-    with matplotlib.rc_context({"svg.hashsalt": "ufmlib"}):
-        for fmt in formats:
-            path = out / f"{name}.{fmt}"
-            fig.savefig(path, format=fmt, metadata=_METADATA[fmt], bbox_inches="tight")
-            paths.append(path)
+    # fontTools logs "'created' timestamp seems very low" for every font embedded in a PDF whose
+    # date is fixed for reproducible files; that is the intended behaviour, not a problem
+    head_log = logging.getLogger("fontTools.ttLib.tables._h_e_a_d")
+    level = head_log.level
+    head_log.setLevel(logging.ERROR)
+    try:
+        with matplotlib.rc_context({"svg.hashsalt": "ufmlib"}):
+            for fmt in formats:
+                path = out / f"{name}.{fmt}"
+                fig.savefig(path, format=fmt, metadata=_METADATA[fmt], bbox_inches="tight")
+                paths.append(path)
+    finally:
+        head_log.setLevel(level)
     return paths

@@ -2,14 +2,14 @@
 
 In the ReLU deep UFM the global optima *among deep-neural-collapse (DNC) solutions* have
 non-negative activations and coincide with the global minimiser of the linear model (R8,
-v2 Thm 8 as described by the ICLR-2025 reviews; digest §4.7). Gradient descent from a random
-start does not always go there: for ``K = 3`` it often ends at a **non-DNC low-rank point**
-whose hidden class means span only ``K - 1`` dimensions and whose loss is *below* the linear
-optimum (digest §4.7 caveat, §7.3, T8; consistent with Súkeník et al. 2024, who show that
-low-rank solutions can beat DNC in deep UFMs), or at a poor point where two classes share one
-feature.
-Figures of the ReLU spectrum (v1 Fig 9, Table 2; digest F7, F8) must therefore be drawn from
-a run that was checked to be DNC-like (digest pitfall 7).
+v2 Thm 8 as described by the ICLR-2025 reviews; book appendix *How each statement was rebuilt*,
+sources-r8). Gradient descent from a random start does not always go there: for ``K = 3`` it
+often ends at a **non-DNC low-rank point** whose hidden class means span only ``K - 1``
+dimensions and whose loss is *below* the linear optimum (the companion's runs, book chapter
+``relu``; consistent with Súkeník et al. 2024, who show that low-rank solutions can beat DNC in
+deep UFMs), or at a poor point where two classes share one feature.
+Figures of the ReLU spectrum (v1 Fig 9, Table 2) must therefore be drawn from a run that was
+checked to be DNC-like (book appendix *How each statement was rebuilt*, sources-conventions).
 
 * :func:`solution_metrics` measures, at one parameter point, what the test needs, per layer
   ``l = 1..L`` (features ``X_l``, the input of ``W_l``): the within-class share of the features,
@@ -32,7 +32,7 @@ a run that was checked to be DNC-like (digest pitfall 7).
   - ``"merged"``: in some layer two class means point the same way (``cos >= merged``), so
     two classes share one feature;
   - ``"low-rank"``: otherwise, in some layer the class means have rank below ``K``
-    (``σ_K/σ_1 <= rank``): the low-rank solution of digest §7.3;
+    (``σ_K/σ_1 <= rank``): the low-rank solution of the book chapter ``relu``;
   - ``"other"``: none of these - typically a run that has not converged yet.
 
   The test uses the structure only, never the loss, so that the loss can be compared with the
@@ -54,7 +54,7 @@ from typing import Sequence
 import numpy as np
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
+from tqdm import tqdm  # the text bar: tqdm.auto warns in kernels without ipywidgets
 
 from .collapse import class_means, nc1_relative
 from .config import UFMConfig
@@ -72,6 +72,7 @@ __all__ = [
     "SeedOutcome",
     "screen_seeds",
     "count_kinds",
+    "flat_family_clipping",
 ]
 
 SOLUTION_KINDS = ("dnc", "clipped-dnc", "merged", "low-rank", "other")
@@ -92,7 +93,7 @@ class SolutionMetrics:
     ``||min(M^H_l, 0)||_F / ||M^H_l||_F`` for the class means ``M^H_l`` of the pre-activation
     ``H_l`` (0 for ``l = 1`` and for the linear model, where nothing is clipped).
     ``loss`` is the regularised loss and ``linear_bound`` the optimal loss of the *linear*
-    model with the same sizes (digest §3.2; 1/2 when condition (2) fails).
+    model with the same sizes (R1, v1 Eq. (2); 1/2 when condition (2) fails).
     """
 
     loss: float
@@ -180,8 +181,8 @@ class DNCTest:
     ``|cos|`` between two class means; ``clipped``: largest clipped share of the pre-activation
     class means; ``merged``: cosine from which two classes count as merged; ``rank``: largest
     ``σ_K/σ_1`` of the class means that counts as rank-deficient. The defaults separate the
-    end points seen in the ReLU model (digest §7.3): collapsed runs have cosines of a few 10⁻²
-    to 0.15 and ``σ_K/σ_1`` near 0.9, and their ReLUs clip less than 10⁻³ of the class means,
+    end points seen in the companion's runs of the ReLU model (book chapter ``relu``): collapsed
+    runs have cosines of a few 10⁻² to 0.15 and ``σ_K/σ_1`` near 0.9, and their ReLUs clip less than 10⁻³ of the class means,
     except the first ReLU of a ``"clipped-dnc"`` run, which clips a share from 0 up to about
     0.5 (a continuous family, so the boundary between the two kinds is a choice); the low-rank
     solution has a pair of class means at about 45° (cosine ≈ 0.71), ``σ_K/σ_1`` below 0.02 and
@@ -290,7 +291,7 @@ def screen_seeds(
     test: DNCTest | None = None,
     progress: bool = True,
 ) -> list[SeedOutcome]:
-    """Train from every seed with full-batch gradient descent and classify each end point (R8, T8).
+    """Train from every seed with full-batch gradient descent and classify each end point (R8).
 
     All seeds run together as one batched computation (leading dimension = seed), with the
     initialisation, the update ``θ ← θ - lr ∇𝓛(θ)`` and the ReLU convention of
@@ -355,3 +356,17 @@ def screen_seeds(
 def count_kinds(outcomes: Sequence[SeedOutcome]) -> dict[str, int]:
     """Number of outcomes of each kind, in the order of :data:`SOLUTION_KINDS`."""
     return {k: sum(o.kind == k for o in outcomes) for k in SOLUTION_KINDS}
+
+
+def flat_family_clipping(params: UFMParams, K: int) -> float:
+    """The share of the pre-activation class means that the first ReLU clips on the flat family.
+
+    On the flat family of ReLU optima found by the notebook ``relu`` (its remark "A flat family at
+    the first ReLU"; book label ``sources-r8``) the class means ``M_1`` of ``H_1`` are balanced with
+    ``W_1`` and ``W_1 M_1 = U_2 C`` with ``C ∝ G = M_1^T M_1``, so the first ReLU clips exactly the
+    off-diagonal part of ``C``: the predicted clipped share is ``||offdiag(G)||_F / ||G||_F``. Compare
+    it with the measured :attr:`SolutionMetrics.clipped` ``[1]`` of a ``"clipped-dnc"`` end point.
+    """
+    M = class_means(params.H1.detach().to(dtype=F64, device="cpu"), check_int("K", K, 1))
+    G = M.T @ M
+    return ((G - torch.diag(torch.diagonal(G))).norm() / G.norm()).item()

@@ -1,8 +1,9 @@
 """Full-batch gradient descent on the regularised deep-UFM loss (the paper's optimiser).
 
 The paper trains all of ``H_1, W_1..W_L`` jointly with plain gradient descent on v1 Eq. (1)
-(digest §7.2); the learning rate, initialisation and length are the companion's choices where
-the paper does not give them (digest §7.2, pitfall 8).
+(v1 Sec. 5.1/5.2, as transcribed by the third-party reproduction); the learning rate,
+initialisation and length are the companion's choices where the paper does not give them (book
+appendix *How each statement was rebuilt*, sources-conventions).
 
 ``train`` records the loss at every epoch, calls a user function at chosen (by default
 log-spaced) epochs with the current parameters - the snapshots every figure of the training

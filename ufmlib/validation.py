@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 __all__ = [
+    "epoch_series",
     "ConfigError",
     "check_int",
     "check_positive",
@@ -127,3 +128,17 @@ def f64_vector(name: str, values: Any) -> Tensor:
     except (TypeError, ValueError, RuntimeError):
         raise ConfigError(name, "a sequence of numbers", type(values).__name__) from None
     return out.reshape(-1)
+
+
+def epoch_series(epochs: Any, values: Any):
+    """``(epochs, values)`` as float numpy arrays: ``epochs`` flat, ``values`` with one row per
+    epoch (a 1-D ``values`` is one column); ``ValueError`` naming the shapes otherwise."""
+    import numpy as np
+
+    x = np.asarray(epochs, dtype=float).ravel()
+    y = np.asarray(values, dtype=float)
+    if y.ndim == 1:
+        y = y[:, None]
+    if y.ndim != 2 or y.shape[0] != x.size:
+        raise ValueError(f"values must have one row per epoch ({x.size}); got shape {np.shape(values)}")
+    return x, y

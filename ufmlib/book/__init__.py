@@ -5,9 +5,9 @@ Layout (relative to the repository root)::
     notebooks/<name>.md        the notebook (jupytext MyST markdown; the file that is edited)
     notebooks/<name>.ipynb     its paired copy without outputs (committed, opened by Colab)
     profiles/<profile>.yaml    parameters per notebook: smoke (tests), ci (<= 10 min), paper
-    outputs/notebooks/<name>.ipynb   the executed notebook (ignored by git; the book page)
+    book/chapters/<name>.ipynb the executed notebook (ignored by git; the book page)
     outputs/status.md          the table of every check, included by book/status.md
-    outputs/status.json        the outcome of the last run of every notebook
+    outputs/status.json        per notebook: its latest run, the run its page shows, every check and its kind
     outputs/figures/           files written by ufmlib.plotting.save_figure
     book/_ext/ufm_pages.py     the book's Sphinx extension (launch buttons, MathJax everywhere)
 
@@ -44,6 +44,8 @@ nbformat, jupytext, Sphinx and PyYAML are only imported inside the functions tha
   and the checks recorded in an executed notebook;
 * :mod:`~ufmlib.book.status` - the "Reproduction status" table and the last outcomes;
 * :mod:`~ufmlib.book.build` - ``jupyter-book build`` and the paired-notebook check;
+* :mod:`~ufmlib.book.colab` - the Colab install cell of every notebook: the repository address
+  (``pyproject.toml``) and the pinned release tag, and its check;
 * :mod:`~ufmlib.book.regenerate` - the whole run and its report;
 * :mod:`~ufmlib.book.cli` - ``ufm regenerate`` (an entry point of group ``ufmlib.commands``)
   and ``python -m ufmlib.book``.

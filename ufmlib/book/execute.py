@@ -19,13 +19,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+from ufmlib.notebook import BOOK_BUILD_ENV
 from ufmlib.runtime import thread_environment
 
 from .parameters import read_notebook
 from .profiles import KERNEL, Job
-from .provenance import checks_from_notebook, collect, markdown_box
+from .provenance import checks_from_notebook, collect, markdown_box, required_from_notebook
 
-__all__ = ["Outcome", "execute_job", "read_metadata"]
+__all__ = ["Outcome", "execute_job", "read_metadata", "write_failure_page"]
 
 
 @dataclass(frozen=True)
@@ -69,12 +70,28 @@ def _kernel_environment(root: Path, out_dir: Path) -> Iterator[None]:
         os.environ["UFM_FIGURE_DIR"] = str(out_dir / "figures")
         os.environ.pop("MPLBACKEND", None)
         os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
+        os.environ[BOOK_BUILD_ENV] = "1"  # glue stores values without showing them (the book shows them)
         for key, value in thread_environment(1).items():
             os.environ.setdefault(key, value)
         yield
     finally:
         os.environ.clear()
         os.environ.update(saved)
+
+
+def _client_config():
+    """Kernel-manager configuration of every run: CurveZMQ transport encryption.
+
+    Without it, ipykernel (7.4, ``IPKernelApp.init_sockets``) logs "Kernel is running over
+    TCP without encryption..." to the terminal for every notebook. The documented
+    ``KernelManager.transport_encryption = "auto"`` (jupyter_client 8.10) provisions
+    CurveZMQ keys when the kernelspec declares ``supported_encryption: [curve]`` (``ipykernel
+    install`` writes that); with another kernel or a libzmq without CURVE it stays off."""
+    import zmq
+    from traitlets.config import Config
+
+    policy = "auto" if zmq.has("curve") else "disabled"
+    return Config({"KernelManager": {"transport_encryption": policy}})
 
 
 def _title_index(nb) -> int:
@@ -85,7 +102,7 @@ def _title_index(nb) -> int:
     return 0
 
 
-def _finalize(nb, job: Job, provenance, checks) -> None:
+def _finalize(nb, job: Job, provenance, checks, required=()) -> None:
     """Metadata, provenance box and tags of an executed notebook (in place)."""
     import nbformat
 
@@ -94,6 +111,7 @@ def _finalize(nb, job: Job, provenance, checks) -> None:
         "notebook": job.name,
         "provenance": provenance.as_dict(),
         "checks": [c.as_dict() for c in checks],
+        "required": list(required),
     }
     for cell in nb.cells:
         tags = cell.metadata.get("tags", [])
@@ -137,6 +155,7 @@ def execute_job(job: Job, *, root: str | Path, out_dir: str | Path, profile: str
                 pm.execute_notebook(
                     nb, str(tmp_out), parameters=dict(job.parameters), kernel_name=KERNEL,
                     cwd=str(job.source.parent), progress_bar=False, log_output=False, start_timeout=180,
+                    config=_client_config(),  # encrypted transport: no warning per kernel
                 )
         except Exception as exc:  # noqa: BLE001 - any failure of one notebook is reported, the run goes on
             return Outcome(job.name, "failed", time.perf_counter() - start, _format_error(exc))
@@ -147,6 +166,37 @@ def execute_job(job: Job, *, root: str | Path, out_dir: str | Path, profile: str
         notebook=job.name, profile=profile, device=job.device, parameters=job.parameters,
         defaults=job.defaults, wall_time_s=seconds, root=root, input_hash=job.input_hash,
     )
-    _finalize(executed, job, provenance, checks)
+    _finalize(executed, job, provenance, checks, required_from_notebook(executed))
     _write_atomic(executed, job.output)
     return Outcome(job.name, "ok", seconds)
+
+
+def write_failure_page(job: Job, outcome: Outcome, *, profile: str) -> None:
+    """Write the page of a notebook that failed with no earlier good run: its title and the
+    error, marked ``placeholder`` in ``metadata.ufm`` (never "up to date", so the next run
+    executes it again)."""
+    import datetime as _dt
+
+    import nbformat
+
+    source = read_notebook(job.source)
+    title = next((c.source.splitlines()[0] for c in source.cells
+                  if c.cell_type == "markdown" and c.source.startswith("# ")), f"# {job.name}")
+    when = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    error = "\n".join("    " + line for line in (outcome.error or "unknown error").splitlines())
+    text = "\n".join([
+        ":::{admonition} This chapter has not been computed",
+        ":class: error",
+        f"The run of {when} (profile **{profile}**) failed, and there is no earlier good run to show. "
+        "The error:",
+        "",
+        error,
+        "",
+        "Run `ufm regenerate` again once the cause is fixed; the page is then replaced by the executed chapter.",
+        ":::",
+    ])
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = source.metadata.get("kernelspec", {"name": KERNEL, "display_name": "Python 3", "language": "python"})
+    nb.metadata["ufm"] = {"notebook": job.name, "placeholder": True, "checks": [], "required": []}
+    nb.cells = [nbformat.v4.new_markdown_cell(title), nbformat.v4.new_markdown_cell(text, metadata={"tags": ["ufm-failure"]})]
+    _write_atomic(nb, job.output)

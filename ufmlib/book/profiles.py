@@ -11,9 +11,9 @@ whose inputs did not change since its last good output need not run again.
 from __future__ import annotations
 
 import fnmatch
-import hashlib
 import json
 import re
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -27,6 +27,9 @@ __all__ = [
     "PROFILES",
     "OUTPUTS",
     "EXECUTED",
+    "CHAPTERS",
+    "executed_dir",
+    "fingerprint",
     "KERNEL",
     "ProfileError",
     "Profile",
@@ -45,8 +48,11 @@ PROFILES = "profiles"
 """Folder of the parameter profiles (``<name>.yaml``)."""
 OUTPUTS = "outputs"
 """Folder of everything a run writes (``status.md``, ``status.json``, ``figures/``)."""
+CHAPTERS = "book/chapters"
+"""Folder (under the root) of the executed notebooks of the book: its result pages, whose URLs
+are then ``book/chapters/<name>.html``."""
 EXECUTED = "notebooks"
-"""Folder under :data:`OUTPUTS` of the executed notebooks (the book's result pages)."""
+"""Folder under another ``out_dir`` (a trial run that builds no book) of its executed notebooks."""
 KERNEL = "python3"
 """The Jupyter kernel every notebook runs in."""
 REQUIRED_PARAMETERS = ("seed", "device")
@@ -72,12 +78,21 @@ def find_root(root: str | Path | None = None) -> Path:
     return Path(ufmlib.__file__).resolve().parents[1]
 
 
+def executed_dir(root: str | Path, out_dir: str | Path | None = None) -> Path:
+    """Where the executed notebooks go: :data:`CHAPTERS` (the book's pages) for the default
+    ``out_dir`` (``<root>/outputs``), else ``<out_dir>/notebooks`` (a trial run)."""
+    root = Path(root)
+    if out_dir is None or Path(out_dir).resolve() == (root / OUTPUTS).resolve():
+        return root / CHAPTERS
+    return Path(out_dir) / EXECUTED
+
+
 def _toc_order(root: Path) -> list[str]:
     """The notebook names in the order of their pages in ``_toc.yml`` (empty without one)."""
     toc = root / "_toc.yml"
     if not toc.exists():
         return []
-    pattern = re.compile(rf"{OUTPUTS}/{EXECUTED}/([A-Za-z0-9_\-]+)")
+    pattern = re.compile(rf"{CHAPTERS}/([A-Za-z0-9_\-]+)")
     return list(dict.fromkeys(pattern.findall(toc.read_text())))
 
 
@@ -174,15 +189,22 @@ def _select(names: Sequence[str], only: str | Sequence[str] | None) -> list[str]
     return chosen
 
 
+def fingerprint(*parts: bytes) -> str:
+    """A stable 32-hex-digit fingerprint of ``parts`` (in order): the name-based UUID 5 (SHA-1,
+    RFC 4122) of their lengths and hex contents, so that no two different sequences collide by
+    concatenation."""
+    text = ";".join(f"{len(p)}:{p.hex()}" for p in parts)
+    return uuid.uuid5(uuid.NAMESPACE_OID, text).hex
+
+
 def _hash_tree(folder: Path) -> str:
-    """SHA-256 of the names and contents of every ``.py`` file below ``folder``."""
-    h = hashlib.sha256()
+    """Fingerprint of the names and contents of every ``.py`` file below ``folder``."""
+    parts = []
     for path in sorted(folder.rglob("*.py")):
         if "__pycache__" in path.parts:
             continue
-        h.update(path.relative_to(folder).as_posix().encode())
-        h.update(path.read_bytes())
-    return h.hexdigest()
+        parts += [path.relative_to(folder).as_posix().encode(), path.read_bytes()]
+    return fingerprint(*parts)
 
 
 def library_hash(root: Path) -> str:
@@ -195,10 +217,8 @@ def library_hash(root: Path) -> str:
 def input_hash(source: Path, values: Mapping[str, Any], profile: str, library: str) -> str:
     """Hash of everything a notebook's output depends on: its text, the injected parameter
     values, the profile's name, the ufmlib sources (``library``) and the kernel's name."""
-    digest = hashlib.sha256()
-    for part in (source.read_bytes(), json.dumps(values, sort_keys=True).encode(), profile.encode(), library.encode(), KERNEL.encode()):
-        digest.update(hashlib.sha256(part).digest())
-    return digest.hexdigest()
+    return fingerprint(source.read_bytes(), json.dumps(values, sort_keys=True).encode(), profile.encode(),
+                       library.encode(), KERNEL.encode())
 
 
 def _check_devices(devices: set[str], profile: str) -> None:
@@ -229,7 +249,7 @@ def plan(
     its notebook with a value of the declared type, and the devices exist on this machine.
     """
     root = Path(root)
-    out_dir = Path(out_dir) if out_dir is not None else root / OUTPUTS
+    executed = executed_dir(root, out_dir)
     names = list_notebooks(root)
     missing = [n for n in profile.notebooks if n not in names]
     if missing:
@@ -268,7 +288,7 @@ def plan(
         dev = str(values.get("device", declared["device"].default))
         devices.add(dev)
         jobs.append(Job(
-            name=name, source=source, output=out_dir / EXECUTED / f"{name}.ipynb", parameters=values,
+            name=name, source=source, output=executed / f"{name}.ipynb", parameters=values,
             defaults={k: p.default for k, p in declared.items()}, device=dev,
             input_hash=input_hash(source, values, profile.name, lib),
         ))

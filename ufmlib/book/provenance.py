@@ -20,11 +20,12 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import ufmlib
-from ufmlib.notebook import CHECK_MIME, CHECK_PREFIX, Check
+from ufmlib.notebook import CHECK_MIME, CHECK_PREFIX, REQUIRED_NAME, Check, NotChecked, record_from_dict
 
 __all__ = [
     "Provenance",
     "checks_from_notebook",
+    "required_from_notebook",
     "git_state",
     "ufmlib_version",
     "collect",
@@ -184,18 +185,30 @@ def markdown_box(prov: Provenance | Mapping[str, Any]) -> str:
 # the checks a run recorded
 
 
-def checks_from_notebook(nb: Mapping[str, Any]) -> list[Check]:
-    """The :func:`ufmlib.notebook.check` records stored in an executed notebook, in execution order."""
-    out: list[Check] = []
+def _records(nb: Mapping[str, Any]):
+    """``(name, payload)`` of every record stored by :mod:`ufmlib.notebook`, in execution order."""
     for cell in nb.get("cells", []):
         for output in cell.get("outputs", []) if cell.get("cell_type") == "code" else []:
             meta = output.get("metadata", {}).get("scrapbook", {})
-            if not str(meta.get("name", "")).startswith(CHECK_PREFIX):
+            name = str(meta.get("name", ""))
+            if not (name.startswith(CHECK_PREFIX) or name == REQUIRED_NAME):
                 continue
-            data = output.get("data", {})
-            payload = data.get(meta.get("mime_prefix", "") + CHECK_MIME)
+            payload = output.get("data", {}).get(meta.get("mime_prefix", "") + CHECK_MIME)
             if isinstance(payload, str):
                 payload = json.loads(payload)
-            if isinstance(payload, Mapping):
-                out.append(Check.from_dict(payload))
+            yield name, payload
+
+
+def checks_from_notebook(nb: Mapping[str, Any]) -> list[Check | NotChecked]:
+    """The :func:`ufmlib.notebook.check` and :func:`~ufmlib.notebook.not_checked` records stored
+    in an executed notebook, in execution order."""
+    return [record_from_dict(p) for name, p in _records(nb) if name != REQUIRED_NAME and isinstance(p, Mapping)]
+
+
+def required_from_notebook(nb: Mapping[str, Any]) -> list[str]:
+    """The check names declared by :func:`ufmlib.notebook.require_checks` (all declarations, in order)."""
+    out: list[str] = []
+    for name, payload in _records(nb):
+        if name == REQUIRED_NAME and isinstance(payload, list):
+            out += [str(x) for x in payload if str(x) not in out]
     return out

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from . import build
-from .execute import Outcome, execute_job, read_metadata
+from .execute import Outcome, execute_job, read_metadata, write_failure_page
 from .profiles import OUTPUTS, find_root, load_profile, plan
 from .status import write_status
 
@@ -87,7 +87,10 @@ def regenerate(
             continue
         start = time.perf_counter()
         try:
-            outcomes.append(execute_job(job, root=root, out_dir=out, profile=prof.name))
+            outcome = execute_job(job, root=root, out_dir=out, profile=prof.name)
+            outcomes.append(outcome)
+            if outcome.status == "failed" and (not job.output.exists() or meta.get("placeholder")):
+                write_failure_page(job, outcome, profile=prof.name)  # no earlier good run: the page shows the error
         except KeyboardInterrupt:
             # Ctrl-C: the notebook keeps its previous output; report, write the status, then stop
             outcomes.append(Outcome(job.name, "interrupted", time.perf_counter() - start,
@@ -95,7 +98,7 @@ def regenerate(
             interrupted = True
             break
     bar.close()
-    write_status(root, out_dir=out, runs=outcomes)
+    write_status(root, out_dir=out, runs=outcomes, profile=prof.name)
     print(Report(prof.name, tuple(outcomes), None).table(), file=stream)
     if interrupted:
         stream.flush()
@@ -106,7 +109,9 @@ def regenerate(
         book_status = build.build_book(root)
     report = Report(prof.name, tuple(outcomes), book_status)
     for o in report.failed:
-        print(f"\nFAILED {o.name} (previous output kept):\n{o.error}", file=stream)
+        page = read_metadata(next(j.output for j in jobs if j.name == o.name))
+        kept = "no earlier good run: its page shows the error" if page.get("placeholder") else "previous output kept"
+        print(f"\nFAILED {o.name} ({kept}):\n{o.error}", file=stream)
     if book_status not in (None, 0):
         print(f"\nthe book build failed (exit status {book_status})", file=stream)
     if report.exit_code == 0:

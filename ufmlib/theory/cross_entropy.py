@@ -20,7 +20,7 @@ from ..validation import ConfigError, check_layer
 from ._blocks import F64, _layer_dim
 from .class_means import layer_hessian_at
 
-__all__ = ["ce_critical_layer_hessian"]
+__all__ = ["ce_critical_layer_hessian", "ce_critical_directions"]
 
 
 def ce_critical_layer_hessian(cfg: UFMConfig, layer: int, *, frames: str | None = None) -> Spectrum:
@@ -71,3 +71,24 @@ def ce_critical_layer_hessian(cfg: UFMConfig, layer: int, *, frames: str | None 
         torch.tensor(values, dtype=F64), mults, vectors=vectors, labels=labs, bulk_value=0.0,
         dim=_layer_dim(cfg, layer), name=f"CE layer Hessian W_{layer} (DNC critical point, alpha={a:.6g})",
     )
+
+
+def ce_critical_directions(params, cfg: UFMConfig, layer: int) -> torch.Tensor:
+    """The ``K`` class directions ``a_c ⊗ μ^{(l)}_c`` of the CE layer Hessian at a DNC point (R9 (b)).
+
+    Columns of the returned ``(d_out d_in) x K`` matrix (float64, CPU; row-major vec), with
+    ``a_c = A^{(l+1)T} f_c``, ``f_c = (I - 11^T/K) e_c`` and ``μ^{(l)}_c`` the class means of the
+    input of ``W_l``, computed from ``params`` (parameters or a :class:`ufmlib.state.UFMState`).
+    At the CE DNC critical point (:func:`ufmlib.optimum.construct_ce_critical_point`) they span
+    the top-``K`` eigenspace of the layer Hessian and their sum is its top eigenvector
+    (:func:`ce_critical_layer_hessian`; the companion's derivation, book appendix, label
+    ``sources-r9``). They are evaluated from the point's class means, not from the closed form.
+    """
+    from ..state import state_of
+
+    layer = check_layer(layer, cfg.L)
+    st = state_of(params, cfg).cpu64()
+    K = st.cfg.K
+    S = torch.eye(K, dtype=F64) - 1.0 / K
+    A, M = st.A(layer + 1), st.M(layer)
+    return torch.stack([torch.kron(A.T @ S[:, c], M[:, c]) for c in range(K)], dim=1)
