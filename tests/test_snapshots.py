@@ -148,8 +148,8 @@ def test_plot_coefficient_table_writes_every_entry():
 
 
 def test_agreement_table_lists_every_check():
-    a = check("a", 1.0 + 1e-13, 1.0, rtol=1e-12, result="R2", description="top eigenvalue", record=False)
-    b = check("b", 3e-17, 0.0, atol=1e-12, result="R2", description="next eigenvalue", record=False)
+    a = check("a", 1.0 + 1e-13, 1.0, rtol=1e-12, result="R2", kind="reproduction", description="top eigenvalue", record=False)
+    b = check("b", 3e-17, 0.0, atol=1e-12, result="R2", kind="reproduction", description="next eigenvalue", record=False)
     text = agreement_table([a, b])
     lines = text.splitlines()
     assert len(lines) == 4 and lines[0].startswith("| check |")
