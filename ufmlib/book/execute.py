@@ -37,6 +37,8 @@ class Outcome:
     status: str
     seconds: float
     error: str | None = None
+    finished: str | None = None
+    """When the run ended (``YYYY-MM-DD HH:MM UTC``); set by :func:`execute_job`."""
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
@@ -131,6 +133,12 @@ def _write_atomic(nb, path: Path) -> None:
     os.replace(partial, path)
 
 
+def _now() -> str:
+    import datetime as _dt
+
+    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
 def read_metadata(path: Path) -> dict[str, Any]:
     """The ``metadata.ufm`` of an executed notebook (notebook, provenance, checks); ``{}`` when
     ``path`` cannot be read or is no executed notebook."""
@@ -158,7 +166,7 @@ def execute_job(job: Job, *, root: str | Path, out_dir: str | Path, profile: str
                     config=_client_config(),  # encrypted transport: no warning per kernel
                 )
         except Exception as exc:  # noqa: BLE001 - any failure of one notebook is reported, the run goes on
-            return Outcome(job.name, "failed", time.perf_counter() - start, _format_error(exc))
+            return Outcome(job.name, "failed", time.perf_counter() - start, _format_error(exc), _now())
         seconds = time.perf_counter() - start
         executed = nbformat.read(str(tmp_out), as_version=4)
     checks = checks_from_notebook(executed)
@@ -168,21 +176,19 @@ def execute_job(job: Job, *, root: str | Path, out_dir: str | Path, profile: str
     )
     _finalize(executed, job, provenance, checks, required_from_notebook(executed))
     _write_atomic(executed, job.output)
-    return Outcome(job.name, "ok", seconds)
+    return Outcome(job.name, "ok", seconds, finished=_now())
 
 
 def write_failure_page(job: Job, outcome: Outcome, *, profile: str) -> None:
     """Write the page of a notebook that failed with no earlier good run: its title and the
     error, marked ``placeholder`` in ``metadata.ufm`` (never "up to date", so the next run
     executes it again)."""
-    import datetime as _dt
-
     import nbformat
 
     source = read_notebook(job.source)
     title = next((c.source.splitlines()[0] for c in source.cells
                   if c.cell_type == "markdown" and c.source.startswith("# ")), f"# {job.name}")
-    when = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    when = outcome.finished or _now()
     error = "\n".join("    " + line for line in (outcome.error or "unknown error").splitlines())
     text = "\n".join([
         ":::{admonition} This chapter has not been computed",

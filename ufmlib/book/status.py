@@ -118,7 +118,7 @@ def write_status(root: str | Path, *, out_dir: str | Path | None = None, runs: S
     now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     latest = {name: dict(entry.get("latest_run", {})) for name, entry in previous.items() if isinstance(entry, dict)}
     for run_ in runs:
-        latest[run_.name] = {"status": run_.status, "date": now, "profile": profile,
+        latest[run_.name] = {"status": run_.status, "date": run_.finished or now, "profile": profile,
                              "error": _one_line(run_.error), "details": run_.error}
 
     state: dict[str, Any] = {}
