@@ -41,23 +41,14 @@ from ufmlib.book.regenerate import regenerate
 from ufmlib.config import UFMConfig
 from ufmlib.train import train
 
+from booktools import FRONT
+
 ROOT = Path(__file__).resolve().parents[1]
 FLOAT32_RTOL = 1e-6
 """Tolerance of two float32 runs on the same machine (stated; on the CPU they agree bitwise)."""
 
-UNSTABLE = textwrap.dedent(
+UNSTABLE = FRONT + textwrap.dedent(
     """\
-    ---
-    jupytext:
-      text_representation:
-        extension: .md
-        format_name: myst
-        format_version: 0.13
-    kernelspec:
-      display_name: Python 3 (ipykernel)
-      language: python
-      name: python3
-    ---
 
     # A notebook that can fail
 

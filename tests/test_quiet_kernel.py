@@ -18,20 +18,12 @@ import pytest
 from ufmlib.book import execute
 from ufmlib.book.profiles import Job
 
+from booktools import FRONT
+
 WARNING = "without encryption"
 
-TINY = textwrap.dedent(
+TINY = FRONT + textwrap.dedent(
     """\
-    ---
-    jupytext:
-      text_representation:
-        extension: .md
-        format_name: myst
-    kernelspec:
-      display_name: Python 3
-      language: python
-      name: python3
-    ---
 
     # Tiny
 

@@ -10,7 +10,6 @@ from ufmlib.hessian import (
     layer_hessian_autodiff,
     layer_hessian_dense,
     measure_kink_hessian,
-    relu_layer_hessian_autodiff,
 )
 from ufmlib.model import UFMParams, init_params
 from ufmlib.optimum import construct_minimiser
@@ -27,7 +26,7 @@ def kink_point():
 def test_c0_zero_is_pytorch_relu(kink_point):
     cfg, params = kink_point
     for layer in (1, 2, 3):
-        H = relu_layer_hessian_autodiff(params, cfg, layer, relu_prime_at_zero=0.0)
+        H = layer_hessian_autodiff(params, cfg, layer, relu_prime_at_zero=0.0)
         assert torch.allclose(H, layer_hessian_autodiff(params, cfg, layer), atol=1e-14)
 
 
@@ -45,8 +44,8 @@ def test_kink_measurement_matches_prediction(kink_point, c0):
 
 def test_kink_convention_changes_the_hessian(kink_point):
     cfg, params = kink_point
-    H0 = relu_layer_hessian_autodiff(params, cfg, 1, relu_prime_at_zero=0.0)
-    H1 = relu_layer_hessian_autodiff(params, cfg, 1, relu_prime_at_zero=1.0)
+    H0 = layer_hessian_autodiff(params, cfg, 1, relu_prime_at_zero=0.0)
+    H1 = layer_hessian_autodiff(params, cfg, 1, relu_prime_at_zero=1.0)
     assert (H1 - H0).abs().max() > 1e-3
     assert torch.allclose(H1, layer_hessian_dense(params, cfg, 1, relu_prime_at_zero=1.0), atol=1e-12)
 
@@ -60,7 +59,7 @@ def test_residual_detects_a_wrong_prediction(kink_point):
 def test_relu_autodiff_rejects_bad_c0(kink_point):
     cfg, params = kink_point
     with pytest.raises(ValueError):
-        relu_layer_hessian_autodiff(params, cfg, 1, relu_prime_at_zero=2.0)
+        layer_hessian_autodiff(params, cfg, 1, relu_prime_at_zero=2.0)
 
 
 def test_flat_family_clipping_orthogonal_means_is_zero(kink_point):

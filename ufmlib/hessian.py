@@ -65,7 +65,6 @@ __all__ = [
     "layer_hvp",
     "layer_hessian_dense",
     "layer_spectrum",
-    "relu_layer_hessian_autodiff",
     "KinkHessian",
     "measure_kink_hessian",
 ]
@@ -99,19 +98,25 @@ def layer_hessian_autodiff(
     *,
     regularised: bool = False,
     Y: Tensor | None = None,
+    relu_prime_at_zero: float | None = None,
     chunk_size: int | None = None,
 ) -> Tensor:
     """Dense ``Hess_l = ∂²ℓ/∂vec(W_l)²`` (row-major vec) by automatic differentiation.
 
     Forward-over-reverse (``torch.func.jvp`` of ``torch.func.grad``) applied to the identity
     basis with ``vmap`` (in chunks of ``chunk_size`` columns; default keeps memory near
-    256 MB). Valid for every model of this package; at ReLU kinks it inherits PyTorch's
-    ``ReLU'(0) = 0``. ``regularised=True`` adds ``λ_{W_l} I`` (the regularised loss's Hessian). This
-    is the reference for R2 (v1 Thm 4.1) and costs ``d_out d_in`` HVPs.
+    256 MB). Valid for every model of this package. At ReLU kinks it inherits PyTorch's
+    ``ReLU'(0) = 0``, or, with ``relu_prime_at_zero=c0``, the fit term is written with the ReLU of
+    :func:`ufmlib.model.forward` whose derivative at an exact zero is ``c0``, so that autodiff
+    itself sees the convention: the measurement the kink prediction of R8
+    (:func:`ufmlib.theory.relu_optimum_layer_hessian`, book label ``sources-r8``) is tested against
+    at the exact non-negative optimum. ``regularised=True`` adds ``λ_{W_l} I`` (the regularised
+    loss's Hessian). This is the reference for R2 (v1 Thm 4.1) and costs ``d_out d_in`` HVPs.
     """
     st = state_of(params, cfg)
     tensors = st.tensors()
     layer = check_layer(layer, cfg.L)
+    c0 = None if relu_prime_at_zero is None else check_c0(relu_prime_at_zero)
     Yt = _labels_like(st, Y)
     W = tensors[layer]
     shape = W.shape
@@ -119,7 +124,7 @@ def layer_hessian_autodiff(
     def f(w: Tensor) -> Tensor:
         ts = list(tensors)
         ts[layer] = w.reshape(shape)
-        return fit_loss(ts, cfg, Yt)
+        return fit_loss(ts, cfg, Yt, relu_prime_at_zero=c0)
 
     dim = W.numel()
     chunk = chunk_size or auto_chunk(dim, 4 * cfg.d * cfg.N * cfg.L)
@@ -348,40 +353,6 @@ def layer_spectrum(
 
 
 # ----------------------------------------------------------------------------- the ReLU kink (R8)
-def relu_layer_hessian_autodiff(
-    params: Point,
-    cfg: UFMConfig,
-    layer: int,
-    *,
-    relu_prime_at_zero: float = 0.0,
-    chunk_size: int | None = None,
-) -> Tensor:
-    """Dense ``Hess_l`` (row-major vec) by automatic differentiation, with ``ReLU'(0) = c0``.
-
-    As :func:`layer_hessian_autodiff`, but the fit term is written with the ReLU of
-    :func:`ufmlib.model.forward` whose derivative at an exact zero is ``relu_prime_at_zero``
-    (``fit_loss(..., relu_prime_at_zero=c0)``), so that autodiff itself sees the convention.
-    Nothing here uses the Gauss-Newton form of the layer block; it is the measurement the
-    kink prediction of R8 (:func:`ufmlib.theory.relu_optimum_layer_hessian`, book label
-    ``sources-r8``) is tested against at the exact non-negative optimum, where many
-    pre-activations are exactly 0.
-    """
-    st = state_of(params, cfg)
-    tensors = st.tensors()
-    layer = check_layer(layer, cfg.L)
-    c0 = check_c0(relu_prime_at_zero)
-    W = tensors[layer]
-    shape = W.shape
-
-    def f(w: Tensor) -> Tensor:
-        ts = list(tensors)
-        ts[layer] = w.reshape(shape)
-        return fit_loss(ts, cfg, relu_prime_at_zero=c0)
-
-    chunk = chunk_size or auto_chunk(W.numel(), 4 * cfg.d * cfg.N * cfg.L)
-    return dense_hessian(f, W.reshape(-1), chunk_size=chunk)
-
-
 @dataclass(frozen=True)
 class KinkHessian:
     """The layer Hessian at a ReLU kink point, measured (see :func:`measure_kink_hessian`).
@@ -408,12 +379,12 @@ class KinkHessian:
 def measure_kink_hessian(params: Point, cfg: UFMConfig, layer: int, *, c0: float) -> KinkHessian:
     """Measure ``Hess_l`` with the convention ``ReLU'(0) = c0`` (R8, the kink of the ReLU model).
 
-    Autodiff (:func:`relu_layer_hessian_autodiff`) gives the Hessian and its eigenvalues; the
+    Autodiff (:func:`layer_hessian_autodiff` with ``relu_prime_at_zero=c0``) gives the Hessian and its eigenvalues; the
     dense Gauss-Newton sum (:func:`layer_hessian_dense`) with the same ``c0`` is compared with it,
     which tests that the layer block of a piecewise-linear network equals its Gauss-Newton part
     (module docstring) also on the kink.
     """
-    H = relu_layer_hessian_autodiff(params, cfg, layer, relu_prime_at_zero=c0)
+    H = layer_hessian_autodiff(params, cfg, layer, relu_prime_at_zero=c0)
     H_gn = layer_hessian_dense(params, cfg, layer, relu_prime_at_zero=c0)
     return KinkHessian(
         layer=check_layer(layer, cfg.L), c0=float(c0), hessian=H,

@@ -35,7 +35,7 @@ from torch import Tensor
 from .alignment import subspace_overlap
 from .autodiff import dense_hessian
 from .config import UFMConfig
-from .model import UFMParams, fit_loss, fit_loss_from_logits, forward
+from .model import UFMParams, fit_loss, fit_loss_from_logits, forward, sample_losses
 from .spectrum import Spectrum
 from .state import UFMState, state_of
 from .validation import check_layer, check_matrix
@@ -147,10 +147,7 @@ def per_sample_gradients_autograd(params: Point, cfg: UFMConfig, layer: int) -> 
     tensors, Y = st.tensors(), st.labels
 
     def losses(W: Tensor) -> Tensor:
-        Z = forward([*tensors[:layer], W, *tensors[layer + 1:]], cfg.activation).logits
-        if cfg.loss == "mse":
-            return 0.5 * (Z - Y).pow(2).sum(dim=0)
-        return -(torch.log_softmax(Z, dim=0) * Y).sum(dim=0)
+        return sample_losses(forward([*tensors[:layer], W, *tensors[layer + 1:]], cfg.activation).logits, Y, cfg.loss)
 
     return torch.func.jacrev(losses)(tensors[layer]).reshape(cfg.N, -1)
 

@@ -17,7 +17,7 @@ predictions). :func:`forward` uses ``torch.relu`` (PyTorch's convention, ``ReLU'
 by comparisons, a constant for autograd and ``torch.func``: first derivative ``c0`` at the kink,
 second derivative 0.
 
-Losses (v1 Eq. (1)): :func:`fit_loss_from_logits` is the fit term, :func:`logit_hessians` and
+Losses (v1 Eq. (1)): :func:`fit_loss_from_logits` is the fit term (:func:`sample_losses` its per-sample terms), :func:`logit_hessians` and
 :func:`logit_hessian_apply` its Hessian with respect to one sample's logits (``I_K`` for MSE,
 ``diag(p) - p p^T`` for cross-entropy), written once here.
 
@@ -161,6 +161,16 @@ def fit_loss_from_logits(Z: Tensor, Y: Tensor, loss: str = "mse") -> Tensor:
         return 0.5 * (Z - Y).pow(2).sum() / N
     if loss == "ce":
         return -(torch.log_softmax(Z, dim=0) * Y).sum() / N
+    raise ValueError(f"loss must be 'mse' or 'ce'; got {loss!r}")
+
+
+def sample_losses(Z: Tensor, Y: Tensor, loss: str = "mse") -> Tensor:
+    """The ``N`` per-sample terms ``ℓ_i`` of the fit term, whose mean is :func:`fit_loss_from_logits`:
+    ``½||z_i - y_i||²`` (MSE) or ``-log softmax(z_i)_{y_i}`` (cross-entropy); ``Z``, ``Y`` are ``K x N``."""
+    if loss == "mse":
+        return 0.5 * (Z - Y).pow(2).sum(dim=0)
+    if loss == "ce":
+        return -(torch.log_softmax(Z, dim=0) * Y).sum(dim=0)
     raise ValueError(f"loss must be 'mse' or 'ce'; got {loss!r}")
 
 

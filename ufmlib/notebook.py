@@ -126,6 +126,11 @@ def _bundle(value: Any) -> dict[str, Any]:
     return {"text/plain": repr(value)}
 
 
+def _check_name(name: Any) -> None:
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"name must be a non-empty string; got {name!r}")
+
+
 def _in_kernel() -> bool:
     try:
         from IPython import get_ipython
@@ -165,8 +170,7 @@ def glue(name: str, value: Any, *, display: bool = False) -> None:
     itself), because the ``{glue:...}`` roles of the text are not rendered there. Outside a
     Jupyter kernel nothing is stored (the value is still converted, so bad values fail).
     """
-    if not isinstance(name, str) or not name:
-        raise ValueError(f"name must be a non-empty string; got {name!r}")
+    _check_name(name)
     bundle = _bundle(value)
     if _in_kernel():
         from IPython.display import display as ipy_display
@@ -199,8 +203,7 @@ def show_figure(name: str, fig: Any, *, save_as: str | None = None) -> None:
     """
     from ufmlib.plotting import save_figure
 
-    if not isinstance(name, str) or not name:
-        raise ValueError(f"name must be a non-empty string; got {name!r}")
+    _check_name(name)
     stem = save_as if save_as is not None else (name[4:] if name.startswith("fig-") else name)
     save_figure(fig, stem)
     glue(name, fig)
@@ -213,8 +216,19 @@ def show_figure(name: str, fig: Any, *, save_as: str | None = None) -> None:
 # theory-versus-measurement checks
 
 
+class _Stored:
+    """``as_dict`` / ``from_dict`` of the records stored in a notebook (frozen dataclasses)."""
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]):
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+
+
 @dataclass(frozen=True)
-class Check:
+class Check(_Stored):
     """One comparison of a measured value with the theory.
 
     ``kind`` is the kind of evidence (one of :data:`KINDS`); ``error`` is
@@ -236,16 +250,9 @@ class Check:
     passed: bool
     status: str = "checked"
 
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "Check":
-        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
-
 
 @dataclass(frozen=True)
-class NotChecked:
+class NotChecked(_Stored):
     """A check a claim needs that did not run in this run, with the reason (see :func:`not_checked`)."""
 
     name: str
@@ -255,13 +262,6 @@ class NotChecked:
     reason: str
     passed: None = None
     status: str = "not checked"
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "NotChecked":
-        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
 
 
 def record_from_dict(data: Mapping[str, Any]) -> "Check | NotChecked":
@@ -281,25 +281,26 @@ def _as_float_array(value: Any, name: str):
     return arr
 
 
-def _check_name(name: Any) -> None:
-    if not isinstance(name, str) or not name:
-        raise ValueError(f"name must be a non-empty string; got {name!r}")
-
-
 def _check_kind(kind: Any) -> None:
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {', '.join(KINDS)}; got {kind!r}")
 
 
-def _record(rec: "Check | NotChecked") -> None:
+def _store(name: str, payload: Any, text: str) -> None:
+    """Store ``payload`` as JSON in the notebook's outputs under the glue name ``name``, not shown
+    (the records that :mod:`ufmlib.book` reads back from an executed notebook)."""
     if _in_kernel():
         from IPython.display import display as ipy_display
 
         ipy_display(
-            {GLUE_PREFIX + CHECK_MIME: json.dumps(rec.as_dict()), GLUE_PREFIX + "text/plain": repr(rec)},
+            {GLUE_PREFIX + CHECK_MIME: json.dumps(payload), GLUE_PREFIX + "text/plain": text},
             raw=True,
-            metadata={"scrapbook": {"name": CHECK_PREFIX + rec.name, "mime_prefix": GLUE_PREFIX}},
+            metadata={"scrapbook": {"name": name, "mime_prefix": GLUE_PREFIX}},
         )
+
+
+def _record(rec: "Check | NotChecked") -> None:
+    _store(CHECK_PREFIX + rec.name, rec.as_dict(), repr(rec))
 
 
 def check(
@@ -398,14 +399,7 @@ def require_checks(*names: str) -> tuple[str, ...]:
         raise ValueError(f"names must be non-empty strings; got {names!r}")
     if len(set(names)) != len(names):
         raise ValueError(f"names must be distinct; got {names!r}")
-    if _in_kernel():
-        from IPython.display import display as ipy_display
-
-        ipy_display(
-            {GLUE_PREFIX + CHECK_MIME: json.dumps(list(names)), GLUE_PREFIX + "text/plain": repr(names)},
-            raw=True,
-            metadata={"scrapbook": {"name": REQUIRED_NAME, "mime_prefix": GLUE_PREFIX}},
-        )
+    _store(REQUIRED_NAME, list(names), repr(names))
     return tuple(names)
 
 

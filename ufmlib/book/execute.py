@@ -24,7 +24,7 @@ from ufmlib.runtime import thread_environment
 
 from .parameters import read_notebook
 from .profiles import KERNEL, Job
-from .provenance import checks_from_notebook, collect, markdown_box, required_from_notebook
+from .provenance import checks_from_notebook, collect, markdown_box, required_from_notebook, utc_time
 
 __all__ = ["Outcome", "execute_job", "read_metadata", "write_failure_page"]
 
@@ -133,12 +133,6 @@ def _write_atomic(nb, path: Path) -> None:
     os.replace(partial, path)
 
 
-def _now() -> str:
-    import datetime as _dt
-
-    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-
-
 def read_metadata(path: Path) -> dict[str, Any]:
     """The ``metadata.ufm`` of an executed notebook (notebook, provenance, checks); ``{}`` when
     ``path`` cannot be read or is no executed notebook."""
@@ -166,7 +160,7 @@ def execute_job(job: Job, *, root: str | Path, out_dir: str | Path, profile: str
                     config=_client_config(),  # encrypted transport: no warning per kernel
                 )
         except Exception as exc:  # noqa: BLE001 - any failure of one notebook is reported, the run goes on
-            return Outcome(job.name, "failed", time.perf_counter() - start, _format_error(exc), _now())
+            return Outcome(job.name, "failed", time.perf_counter() - start, _format_error(exc), utc_time())
         seconds = time.perf_counter() - start
         executed = nbformat.read(str(tmp_out), as_version=4)
     checks = checks_from_notebook(executed)
@@ -176,7 +170,7 @@ def execute_job(job: Job, *, root: str | Path, out_dir: str | Path, profile: str
     )
     _finalize(executed, job, provenance, checks, required_from_notebook(executed))
     _write_atomic(executed, job.output)
-    return Outcome(job.name, "ok", seconds, finished=_now())
+    return Outcome(job.name, "ok", seconds, finished=utc_time())
 
 
 def write_failure_page(job: Job, outcome: Outcome, *, profile: str) -> None:
@@ -186,9 +180,10 @@ def write_failure_page(job: Job, outcome: Outcome, *, profile: str) -> None:
     import nbformat
 
     source = read_notebook(job.source)
-    title = next((c.source.splitlines()[0] for c in source.cells
-                  if c.cell_type == "markdown" and c.source.startswith("# ")), f"# {job.name}")
-    when = outcome.finished or _now()
+    at = _title_index(source)
+    title = next((line for line in source.cells[at - 1].source.splitlines() if line.startswith("# ")),
+                 f"# {job.name}") if at else f"# {job.name}"
+    when = outcome.finished or utc_time()
     error = "\n".join("    " + line for line in (outcome.error or "unknown error").splitlines())
     text = "\n".join([
         ":::{admonition} This chapter has not been computed",

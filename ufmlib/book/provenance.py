@@ -30,6 +30,7 @@ __all__ = [
     "ufmlib_version",
     "collect",
     "markdown_box",
+    "utc_time",
 ]
 
 
@@ -114,6 +115,12 @@ def _torch_version() -> str:
         return "unknown"
 
 
+def utc_time(moment: _dt.datetime | None = None) -> str:
+    """``moment`` (default: now) as every page and status entry writes a time: ``YYYY-MM-DD HH:MM UTC``."""
+    moment = moment or _dt.datetime.now(_dt.timezone.utc)
+    return moment.astimezone(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
 def collect(
     *,
     notebook: str,
@@ -131,11 +138,10 @@ def collect(
     commit, dirty = git_state(root)
     if commit is None and dirty is None:
         commit, dirty = git_state(Path(ufmlib.__file__).resolve().parent)
-    now = now or _dt.datetime.now(_dt.timezone.utc)
     return Provenance(
         notebook=notebook, profile=profile, device=str(device), parameters=dict(changed),
         ufmlib_version=ufmlib_version(), git_commit=commit, git_dirty=dirty,
-        date=now.astimezone(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        date=utc_time(now),
         wall_time_s=float(wall_time_s), python=platform.python_version(), torch=_torch_version(),
         input_hash=input_hash,
     )

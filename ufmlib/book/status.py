@@ -18,7 +18,6 @@ on the page of a notebook whose latest run failed.
 
 from __future__ import annotations
 
-import datetime as _dt
 import json
 import re
 from pathlib import Path
@@ -27,6 +26,7 @@ from typing import Any, Mapping, Sequence
 from ufmlib.notebook import KINDS
 
 from .execute import Outcome, read_metadata
+from .provenance import utc_time
 from .profiles import CHAPTERS, OUTPUTS, executed_dir, list_notebooks
 
 __all__ = ["write_status", "notebook_status", "RESULTS"]
@@ -115,7 +115,7 @@ def write_status(root: str | Path, *, out_dir: str | Path | None = None, runs: S
         previous = {}
     if not isinstance(previous, dict):
         previous = {}
-    now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    now = utc_time()
     latest = {name: dict(entry.get("latest_run", {})) for name, entry in previous.items() if isinstance(entry, dict)}
     for run_ in runs:
         latest[run_.name] = {"status": run_.status, "date": run_.finished or now, "profile": profile,
