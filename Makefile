@@ -8,6 +8,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.ufm-installed
 PROFILE ?= ci
+JOBS ?= 1
 export MPLBACKEND := Agg
 export PYTHONHASHSEED := 0
 export OMP_NUM_THREADS ?= 1
@@ -18,7 +19,7 @@ export MKL_NUM_THREADS ?= 1
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	set -o pipefail; $(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt \
-	    -e '.[data,notebooks,book,test]' 2>&1 | { grep -v "is ignored: it is neither" || true; }
+	    -e '.[data,notebooks,book,distributed,sweep,test]' 2>&1 | { grep -v "is ignored: it is neither" || true; }
 	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (ufm-companion)" >/dev/null
 	@touch $(STAMP)
 
@@ -28,7 +29,7 @@ test: $(STAMP)
 	$(PY) -m pytest
 
 book: $(STAMP)
-	$(VENV)/bin/ufm regenerate --profile $(PROFILE)
+	$(VENV)/bin/ufm regenerate --profile $(PROFILE) --jobs $(JOBS)
 
 benchmark: $(STAMP)
 	$(PY) benchmarks/spectra.py

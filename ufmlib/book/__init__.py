@@ -19,11 +19,12 @@ A run (``ufm regenerate``, ``python -m ufmlib.book``,
    parsed with :mod:`ast`): an unknown parameter, a value of the wrong type or an unavailable
    device is rejected (:class:`~ufmlib.book.parameters.ProfileError`, naming the notebook, the
    parameter and what is allowed) before any kernel starts;
-2. executes the selected notebooks **serially** with ``papermill`` (kernel ``python3``, working
-   directory ``notebooks/``), each into a temporary file that replaces the previous output only
-   on success - a failed notebook keeps its last good output; a notebook whose inputs (text,
-   parameters, profile, ufmlib sources) are unchanged since its last good output is skipped
-   unless ``force``;
+2. executes the selected notebooks with ``papermill`` (kernel ``python3``, working directory
+   ``notebooks/``) - serially, ``jobs`` at a time in child processes, or as tasks on a Dask
+   distributed cluster (``scheduler``) - each into a temporary file that replaces the previous
+   output only on success - a failed notebook keeps its last good output; a notebook whose
+   inputs (text, parameters, profile, ufmlib sources) are unchanged since its last good output
+   is skipped unless ``force``;
 3. records the provenance in the executed notebook's metadata (``metadata.ufm``) and as a small
    box under the page title, collects the notebook's theory-versus-measurement checks (written
    by :func:`ufmlib.notebook.check`), writes ``outputs/status.md``;
@@ -39,7 +40,12 @@ nbformat, jupytext, Sphinx and PyYAML are only imported inside the functions tha
   declared parameters with their types (:class:`~ufmlib.book.parameters.Parameter`);
 * :mod:`~ufmlib.book.profiles` - the repository layout, profiles, and the run plan (one
   :class:`~ufmlib.book.profiles.Job` per notebook, with the hash of its inputs);
-* :mod:`~ufmlib.book.execute` - executing one job with papermill and writing its output;
+* :mod:`~ufmlib.book.execute` - executing one notebook with papermill (anywhere) and writing
+  its output (here);
+* :mod:`~ufmlib.book.worker` - one notebook in a child process, and stopping it with its kernel;
+* :mod:`~ufmlib.book.executors` - many notebooks: serially, N at a time, or on a cluster;
+* :mod:`~ufmlib.book.cluster` - the Dask distributed route (``--scheduler``);
+* :mod:`~ufmlib.book.sweep` - ``ufm sweep``: one notebook over a parameter grid, one table;
 * :mod:`~ufmlib.book.provenance` - what a run was (profile, device, versions, commit, date)
   and the checks recorded in an executed notebook;
 * :mod:`~ufmlib.book.status` - the "Reproduction status" table and the last outcomes;
@@ -47,8 +53,8 @@ nbformat, jupytext, Sphinx and PyYAML are only imported inside the functions tha
 * :mod:`~ufmlib.book.colab` - the Colab install cell of every notebook: the repository address
   (``pyproject.toml``) and the pinned release tag, and its check;
 * :mod:`~ufmlib.book.regenerate` - the whole run and its report;
-* :mod:`~ufmlib.book.cli` - ``ufm regenerate`` (an entry point of group ``ufmlib.commands``)
-  and ``python -m ufmlib.book``.
+* :mod:`~ufmlib.book.cli` - ``ufm regenerate`` and ``ufm sweep`` (entry points of group
+  ``ufmlib.commands``) and ``python -m ufmlib.book``.
 
 The science modules of :mod:`ufmlib` never import this package; it uses them only through
 their public names (:mod:`ufmlib.config`, :mod:`ufmlib.runtime`, :mod:`ufmlib.notebook`).

@@ -1,10 +1,18 @@
 """Executing one notebook: papermill in a prepared environment, then the finished output.
 
-:func:`execute_job` runs a :class:`~ufmlib.book.profiles.Job` with papermill into a temporary
-file; only when every cell succeeded does the executed notebook - with its provenance and
-checks in ``metadata.ufm``, the provenance box under its title and the injected parameters
-hidden - replace the previous output, atomically. A failure is returned as an
-:class:`Outcome` with the failing cell and the end of its traceback; the old output stays.
+A run has two halves, so that the first can happen anywhere (this process, a child process,
+a Dask worker on another machine) and the second always here:
+
+* :func:`run_notebook` executes a :class:`RunSpec` (plain data: the notebook, the values to
+  inject, where to run) with papermill into a temporary file and returns a :class:`RunResult`:
+  the executed notebook, or the failing cell and the end of its traceback;
+* :func:`finish_job` writes the output of a :class:`~ufmlib.book.profiles.Job` from its result:
+  only when every cell succeeded does the executed notebook - with its provenance (including
+  where it ran) and checks in ``metadata.ufm``, the provenance box under its title and the
+  injected parameters hidden - replace the previous output, atomically. A failure is returned
+  as an :class:`Outcome` with the error; the old output stays.
+
+:func:`execute_job` is both halves in this process (``ufm regenerate`` without ``--jobs``).
 """
 
 from __future__ import annotations
@@ -15,7 +23,7 @@ import os
 import re
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -26,7 +34,8 @@ from .parameters import read_notebook
 from .profiles import KERNEL, Job
 from .provenance import checks_from_notebook, collect, markdown_box, required_from_notebook, utc_time
 
-__all__ = ["Outcome", "execute_job", "read_metadata", "write_failure_page"]
+__all__ = ["Outcome", "RunSpec", "RunResult", "figure_folder", "run_spec", "run_notebook", "finish_job", "execute_job",
+           "read_metadata", "write_failure_page"]
 
 
 @dataclass(frozen=True)
@@ -38,7 +47,9 @@ class Outcome:
     seconds: float
     error: str | None = None
     finished: str | None = None
-    """When the run ended (``YYYY-MM-DD HH:MM UTC``); set by :func:`execute_job`."""
+    """When the run ended (``YYYY-MM-DD HH:MM UTC``); set by :func:`finish_job`."""
+    worker: str | None = None
+    """Where it ran: ``local`` or a Dask worker's address and host (see :func:`run_notebook`)."""
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
@@ -58,18 +69,18 @@ def _format_error(exc: BaseException) -> str:
 
 
 @contextlib.contextmanager
-def _kernel_environment(root: Path, out_dir: Path) -> Iterator[None]:
-    """Environment inherited by the kernel: the repository's ufmlib first on the path, the
-    figure folder, matplotlib's inline backend (a global ``MPLBACKEND`` is not passed on), and
-    one CPU thread for torch/BLAS unless ``OMP_NUM_THREADS`` / ``MKL_NUM_THREADS`` are set (the
-    models are small: on a busy 2-core machine two spinning OpenMP threads made gradient
-    descent 40 times slower than one, and one thread gives the same floating-point results on
-    every machine)."""
+def _kernel_environment(root: Path | None, figures: Path) -> Iterator[None]:
+    """Environment inherited by the kernel: the repository's ufmlib first on the path (when
+    ``root`` holds one), the figure folder, matplotlib's inline backend (a global
+    ``MPLBACKEND`` is not passed on), and one CPU thread for torch/BLAS unless
+    ``OMP_NUM_THREADS`` / ``MKL_NUM_THREADS`` are set (the models are small: on a busy 2-core
+    machine two spinning OpenMP threads made gradient descent 40 times slower than one, and one
+    thread gives the same floating-point results on every machine)."""
     saved = dict(os.environ)
     try:
-        if (root / "ufmlib").is_dir():
+        if root is not None and (root / "ufmlib").is_dir():
             os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), saved.get("PYTHONPATH", "")]))
-        os.environ["UFM_FIGURE_DIR"] = str(out_dir / "figures")
+        os.environ["UFM_FIGURE_DIR"] = str(figures)
         os.environ.pop("MPLBACKEND", None)
         os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
         os.environ[BOOK_BUILD_ENV] = "1"  # glue stores values without showing them (the book shows them)
@@ -123,14 +134,19 @@ def _finalize(nb, job: Job, provenance, checks, required=()) -> None:
     nb.cells.insert(_title_index(nb), box)
 
 
-def _write_atomic(nb, path: Path) -> None:
-    """Write ``nb`` to ``path`` through a ``.partial`` file, so that ``path`` is never half written."""
-    import nbformat
-
+def _write_bytes_atomic(data: bytes, path: Path) -> None:
+    """Write ``data`` to ``path`` through a ``.partial`` file, so that ``path`` is never half written."""
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".partial")
-    nbformat.write(nb, str(partial))
+    partial.write_bytes(data)
     os.replace(partial, path)
+
+
+def _write_atomic(nb, path: Path) -> None:
+    """Write the notebook ``nb`` to ``path`` atomically (:func:`_write_bytes_atomic`)."""
+    import nbformat
+
+    _write_bytes_atomic(nbformat.writes(nb).encode("utf-8"), path)
 
 
 def read_metadata(path: Path) -> dict[str, Any]:
@@ -142,35 +158,151 @@ def read_metadata(path: Path) -> dict[str, Any]:
         return {}
 
 
-def execute_job(job: Job, *, root: str | Path, out_dir: str | Path, profile: str) -> Outcome:
-    """Execute one notebook with papermill; on success replace its output, else keep the old one."""
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything needed to execute one notebook anywhere ufmlib is installed: in this process,
+    in a child process (``ufm regenerate --jobs N``) or on a Dask worker (``--scheduler``).
+
+    It holds plain data only (:meth:`as_dict` is JSON): the notebook itself as ``.ipynb`` text,
+    the values to inject, the working directory and repository root the run should use when
+    they exist where it runs, the figure folder (``None``: a temporary one whose files come back
+    in :attr:`RunResult.figures`) and the fingerprint of the ufmlib sources the plan was made
+    with (a runner with other sources refuses, so the content cache keeps its meaning).
+    """
+
+    name: str
+    notebook: str
+    parameters: dict[str, Any]
+    cwd: str
+    root: str | None = None
+    figures: str | None = None
+    library: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "RunSpec":
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """The outcome of :func:`run_notebook`: ``ok`` with the executed notebook (``.ipynb`` text),
+    or ``failed`` with the error; ``figures`` maps file names to their bytes (base64) when the
+    spec asked for a temporary figure folder; ``worker`` says where it ran."""
+
+    name: str
+    status: str
+    seconds: float
+    notebook: str | None = None
+    error: str | None = None
+    worker: str = "local"
+    figures: dict[str, str] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "RunResult":
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+
+
+def figure_folder(job: Job, out_dir: Path) -> Path:
+    """Where a job's figures go: ``<out_dir>/figures`` for a chapter, a folder of its own (named
+    like its output) for a point of ``ufm sweep``."""
+    return Path(out_dir) / "figures" / (job.output.stem if job.point else "")
+
+
+def run_spec(job: Job, *, root: Path, out_dir: Path, library: str | None = None, ship_figures: bool = False) -> RunSpec:
+    """The :class:`RunSpec` of ``job``: figures into ``<out_dir>/figures``, or shipped back
+    with the result (``ship_figures``, for runs on other machines)."""
+    import nbformat
+
+    return RunSpec(
+        name=job.name, notebook=nbformat.writes(read_notebook(job.source)), parameters=dict(job.parameters),
+        cwd=str(job.source.parent), root=str(root), figures=None if ship_figures else str(figure_folder(job, out_dir)),
+        library=library,
+    )
+
+
+def _library_problem(spec: RunSpec) -> str | None:
+    """Why this machine must not run ``spec`` (other ufmlib sources than the plan's), or ``None``."""
+    if spec.library is None:
+        return None
+    from .profiles import installed_library_hash, library_hash
+
+    root = Path(spec.root) if spec.root else None
+    here = library_hash(root) if root is not None else installed_library_hash()
+    if here != spec.library:
+        return ("the ufmlib sources here differ from those the run was planned with (fingerprint "
+                f"{here[:12]} here, {spec.library[:12]} planned): they changed during the run, or this worker "
+                "has another version installed (install the same commit on every worker)")
+    return None
+
+
+def run_notebook(spec: RunSpec, *, worker: str = "local") -> RunResult:
+    """Execute ``spec`` with papermill in this process (the kernel is a child process).
+
+    Never raises for a failure of the notebook: the result is ``failed`` with the failing cell
+    and the end of its traceback (:func:`_format_error`)."""
+    import base64
+
     import nbformat
     import papermill as pm
 
-    root, out_dir = Path(root), Path(out_dir)
-    nb = read_notebook(job.source)
+    problem = _library_problem(spec)
+    if problem:
+        return RunResult(spec.name, "failed", 0.0, error=f"RuntimeError: {problem}", worker=worker)
+    root = Path(spec.root) if spec.root and Path(spec.root).is_dir() else None
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="ufm-regenerate-") as tmp:
-        tmp_out = Path(tmp) / f"{job.name}.ipynb"
+        tmp_out = Path(tmp) / f"{spec.name}.ipynb"
+        figures = Path(spec.figures) if spec.figures else Path(tmp) / "figures"
+        cwd = spec.cwd if Path(spec.cwd).is_dir() else tmp
         try:
-            with _kernel_environment(root, out_dir):
+            with _kernel_environment(root, figures):
                 pm.execute_notebook(
-                    nb, str(tmp_out), parameters=dict(job.parameters), kernel_name=KERNEL,
-                    cwd=str(job.source.parent), progress_bar=False, log_output=False, start_timeout=180,
+                    nbformat.reads(spec.notebook, as_version=4), str(tmp_out), parameters=dict(spec.parameters),
+                    kernel_name=KERNEL, cwd=cwd, progress_bar=False, log_output=False, start_timeout=180,
                     config=_client_config(),  # encrypted transport: no warning per kernel
                 )
         except Exception as exc:  # noqa: BLE001 - any failure of one notebook is reported, the run goes on
-            return Outcome(job.name, "failed", time.perf_counter() - start, _format_error(exc), utc_time())
-        seconds = time.perf_counter() - start
-        executed = nbformat.read(str(tmp_out), as_version=4)
-    checks = checks_from_notebook(executed)
+            return RunResult(spec.name, "failed", time.perf_counter() - start, error=_format_error(exc), worker=worker)
+        shipped = {} if spec.figures else {
+            p.name: base64.b64encode(p.read_bytes()).decode("ascii") for p in sorted(figures.glob("*")) if p.is_file()}
+        return RunResult(spec.name, "ok", time.perf_counter() - start, notebook=tmp_out.read_text(),
+                         worker=worker, figures=shipped)
+
+
+def finish_job(job: Job, result: RunResult, *, root: str | Path, out_dir: str | Path, profile: str) -> Outcome:
+    """Write the output of a finished run (wherever it ran): on success the executed notebook
+    with its provenance (including the worker) replaces the old output atomically, and shipped
+    figures go to ``<out_dir>/figures``; on failure nothing is written."""
+    import base64
+
+    import nbformat
+
+    root, out_dir = Path(root), Path(out_dir)
+    if result.status != "ok" or result.notebook is None:
+        return Outcome(job.label, "failed", result.seconds, result.error or "unknown error", utc_time(), result.worker)
+    executed = nbformat.reads(result.notebook, as_version=4)
     provenance = collect(
         notebook=job.name, profile=profile, device=job.device, parameters=job.parameters,
-        defaults=job.defaults, wall_time_s=seconds, root=root, input_hash=job.input_hash,
+        defaults=job.defaults, wall_time_s=result.seconds, root=root, input_hash=job.input_hash,
+        worker=result.worker,
     )
-    _finalize(executed, job, provenance, checks, required_from_notebook(executed))
+    _finalize(executed, job, provenance, checks_from_notebook(executed), required_from_notebook(executed))
+    for name, data in result.figures.items():
+        _write_bytes_atomic(base64.b64decode(data), figure_folder(job, out_dir) / Path(name).name)
     _write_atomic(executed, job.output)
-    return Outcome(job.name, "ok", seconds, finished=utc_time())
+    return Outcome(job.label, "ok", result.seconds, finished=utc_time(), worker=result.worker)
+
+
+def execute_job(job: Job, *, root: str | Path, out_dir: str | Path, profile: str) -> Outcome:
+    """Execute one notebook with papermill in this process; on success replace its output, else keep the old one."""
+    root, out_dir = Path(root), Path(out_dir)
+    return finish_job(job, run_notebook(run_spec(job, root=root, out_dir=out_dir)), root=root, out_dir=out_dir, profile=profile)
 
 
 def write_failure_page(job: Job, outcome: Outcome, *, profile: str) -> None:

@@ -14,7 +14,7 @@ import fnmatch
 import json
 import re
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -38,6 +38,7 @@ __all__ = [
     "list_notebooks",
     "load_profile",
     "library_hash",
+    "installed_library_hash",
     "input_hash",
     "plan",
 ]
@@ -176,6 +177,15 @@ class Job:
     defaults: dict[str, Any]
     device: str
     input_hash: str
+    point: dict[str, Any] = field(default_factory=dict)
+    """The values of a grid point of ``ufm sweep`` (empty for a chapter of the book)."""
+
+    @property
+    def label(self) -> str:
+        """How reports name the job: the notebook, and the grid point of a sweep (``optimum[K=2, L=3]``)."""
+        if not self.point:
+            return self.name
+        return f"{self.name}[" + ", ".join(f"{k}={v}" for k, v in self.point.items()) + "]"
 
 
 def _select(names: Sequence[str], only: str | Sequence[str] | None) -> list[str]:
@@ -207,11 +217,16 @@ def _hash_tree(folder: Path) -> str:
     return fingerprint(*parts)
 
 
+def installed_library_hash() -> str:
+    """Hash of the sources of the imported ufmlib package."""
+    return _hash_tree(Path(ufmlib.__file__).resolve().parent)
+
+
 def library_hash(root: Path) -> str:
     """Hash of the ufmlib sources a kernel started in ``root`` imports: ``<root>/ufmlib`` when
     it exists (it comes first on the kernel's path), else the imported package."""
     local = root / "ufmlib"
-    return _hash_tree(local if local.is_dir() else Path(ufmlib.__file__).resolve().parent)
+    return _hash_tree(local) if local.is_dir() else installed_library_hash()
 
 
 def input_hash(source: Path, values: Mapping[str, Any], profile: str, library: str) -> str:

@@ -26,6 +26,7 @@ __all__ = [
     "Provenance",
     "checks_from_notebook",
     "required_from_notebook",
+    "glued_from_notebook",
     "git_state",
     "ufmlib_version",
     "collect",
@@ -96,6 +97,8 @@ class Provenance:
     python: str = ""
     torch: str = ""
     input_hash: str = ""
+    worker: str = "local"
+    """Where the notebook ran: ``local`` (this machine), or a Dask worker's address and host."""
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -131,6 +134,7 @@ def collect(
     wall_time_s: float,
     root: str | Path,
     input_hash: str = "",
+    worker: str = "local",
     now: _dt.datetime | None = None,
 ) -> Provenance:
     """Provenance of one run; ``parameters`` keeps only the values that differ from ``defaults``."""
@@ -143,7 +147,7 @@ def collect(
         ufmlib_version=ufmlib_version(), git_commit=commit, git_dirty=dirty,
         date=utc_time(now),
         wall_time_s=float(wall_time_s), python=platform.python_version(), torch=_torch_version(),
-        input_hash=input_hash,
+        input_hash=input_hash, worker=str(worker),
     )
 
 
@@ -179,7 +183,8 @@ def markdown_box(prov: Provenance | Mapping[str, Any]) -> str:
         ":::{admonition} How this page was computed",
         ":class: note",
         f"Profile **{prov.profile}** on device `{prov.device}`; ufmlib {prov.ufmlib_version} ({commit}); "
-        f"Python {prov.python}, torch {prov.torch}; executed {prov.date} in {prov.wall_time_s:.1f} s.",
+        f"Python {prov.python}, torch {prov.torch}; executed {prov.date} in {prov.wall_time_s:.1f} s"
+        + ("." if prov.worker == "local" else f" on Dask worker `{prov.worker}`."),
         "",
         f"Parameters changed from the notebook's defaults: {_fmt_params(prov.parameters)}.",
         ":::",
@@ -217,4 +222,34 @@ def required_from_notebook(nb: Mapping[str, Any]) -> list[str]:
     for name, payload in _records(nb):
         if name == REQUIRED_NAME and isinstance(payload, list):
             out += [str(x) for x in payload if str(x) not in out]
+    return out
+
+
+def glued_from_notebook(nb: Mapping[str, Any]) -> dict[str, Any]:
+    """Every value glued by :func:`ufmlib.notebook.glue` in an executed notebook (not the check
+    records), by name: numbers, booleans and ``None`` as Python values, any other text as the
+    string stored, a figure as ``{"image/png": <base64>}``. A name glued twice keeps its last value."""
+    import ast
+
+    out: dict[str, Any] = {}
+    for cell in nb.get("cells", []):
+        for output in cell.get("outputs", []) if cell.get("cell_type") == "code" else []:
+            meta = output.get("metadata", {}).get("scrapbook", {})
+            name = str(meta.get("name", ""))
+            if not name or name.startswith(CHECK_PREFIX) or name == REQUIRED_NAME:
+                continue
+            data, prefix = output.get("data", {}), meta.get("mime_prefix", "")
+            if prefix + "image/png" in data:
+                out[name] = {"image/png": data[prefix + "image/png"]}
+                continue
+            text = data.get(prefix + "text/plain", "")
+            text = "".join(text) if isinstance(text, list) else str(text)
+            if prefix + "text/markdown" in data:
+                out[name] = text  # a glued string
+                continue
+            try:
+                value = ast.literal_eval(text)
+            except (ValueError, SyntaxError):
+                value = text
+            out[name] = value if isinstance(value, (int, float, bool, type(None))) else text
     return out
