@@ -8,7 +8,8 @@ with its forward pass and class means, computed once), ``spectrum`` (the one spe
 ``full_hessian``, ``decompose`` and ``matrices`` (measured matrices), ``lanczos`` and ``slq``
 (iterative eigensolvers, spectral densities), ``theory`` (predicted spectra by result family),
 ``levels`` and ``alignment`` (comparing spectra and eigenvectors), ``dynamics`` (spectra along a
-training run), ``screening`` (ReLU seed screening), ``data``, ``networks``, ``heads`` and
+training run), ``screening`` (ReLU seed screening), ``validity`` (the closed forms against
+gradient descent over grids of parameters), ``data``, ``networks``, ``heads`` and
 ``analysis`` (real networks), ``plotting`` (one figure style), ``runtime`` (thread counts) and
 ``cli`` (``ufm predict``). ``notebook`` is what a chapter imports besides the science (glue,
 checks, agreement tables). The book machinery is the subpackage ``ufmlib.book``, which no

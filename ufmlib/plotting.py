@@ -14,6 +14,9 @@ closed-form predictions are black dashed lines on top of them
   measured points and marked thresholds;
 * :func:`add_theory_trajectories` - predictions that change along training (black lines);
 * :func:`plot_coefficient_table` - a ``K x K`` table (``c_{cc'}``, ``f_{cc'}``) as a heat map;
+* :func:`plot_grid_map` - a measured quantity over a grid of two parameters as a heat map, with
+  cells where it is not measured hatched and labelled, and :func:`add_boundary_steps` - a
+  closed-form boundary over a discrete axis (the condition of a theorem) drawn on such a map;
 * :func:`save_figure` - PNG/PDF/SVG files whose bytes depend only on the figure (no dates,
   no software versions), written to ``$UFM_FIGURE_DIR`` (set by ``ufm regenerate`` for its kernels) or
   ``./figures``.
@@ -43,6 +46,8 @@ __all__ = [
     "plot_theory_curves",
     "add_theory_trajectories",
     "plot_coefficient_table",
+    "plot_grid_map",
+    "add_boundary_steps",
     "figure_dir",
     "save_figure",
 ]
@@ -326,6 +331,83 @@ def plot_coefficient_table(table, *, ax, title: str | None = None, fmt: str = "{
     if title:
         ax.set_title(title)
     return im
+
+
+def _edges(values: np.ndarray, log: bool) -> np.ndarray:
+    """Cell edges around sorted grid values (geometric midpoints on a log axis)."""
+    v = np.log(values) if log else values.astype(float)
+    if v.size == 1:
+        e = np.array([v[0] - 0.5, v[0] + 0.5])
+    else:
+        mid = (v[1:] + v[:-1]) / 2
+        e = np.concatenate([[v[0] - (mid[0] - v[0])], mid, [v[-1] + (v[-1] - mid[-1])]])
+    return np.exp(e) if log else e
+
+
+def plot_grid_map(values, *, x, y, ax, log_y: bool = True, log_colour: bool = True, vmin: float | None = None,
+                  vmax: float | None = None, labels=None, cmap: str = "viridis", colourbar: str | None = None,
+                  xlabel: str | None = None, ylabel: str | None = None, title: str | None = None):
+    """Heat map of ``values[i, j]`` measured at ``(x[j], y[i])``; NaN cells are hatched grey.
+
+    ``x`` is a discrete axis (one column per value, e.g. ``K``), ``y`` a grid drawn on a log axis
+    when ``log_y`` (e.g. a weight decay). ``log_colour`` uses a logarithmic colour scale (values
+    are clipped to ``[vmin, vmax]``); ``labels[i][j]`` (strings, ``""`` for none) are written into
+    the cells, so that what a hatched cell is stays readable. Returns the colour mapping.
+    """
+    from matplotlib.colors import LogNorm, Normalize
+
+    V = np.asarray(_numpy(values), dtype=float)
+    xs, ys = np.asarray(x, dtype=float).ravel(), np.asarray(y, dtype=float).ravel()
+    if V.shape != (ys.size, xs.size):
+        raise ValueError(f"values must have shape (len(y), len(x)) = {(ys.size, xs.size)}; got {V.shape}")
+    finite = V[np.isfinite(V)]
+    lo = vmin if vmin is not None else (float(finite.min()) if finite.size else 1e-16)
+    hi = vmax if vmax is not None else (float(finite.max()) if finite.size else 1.0)
+    norm = LogNorm(vmin=lo, vmax=hi) if log_colour else Normalize(vmin=lo, vmax=hi)
+    xe, ye = _edges(xs, False), _edges(ys, log_y)
+    shown = np.ma.masked_invalid(np.clip(V, lo, hi))
+    from matplotlib.patches import Rectangle
+
+    for i, j in zip(*np.nonzero(~np.isfinite(V))):
+        ax.add_patch(Rectangle((xe[j], ye[i]), xe[j + 1] - xe[j], ye[i + 1] - ye[i], facecolor="0.9",
+                               edgecolor="0.6", hatch="//", linewidth=0.0, zorder=1))
+    mesh = ax.pcolormesh(xe, ye, shown, cmap=cmap, norm=norm, edgecolor="white", linewidth=0.5)
+    if labels is not None:
+        for i, yv in enumerate(ys):
+            for j, xv in enumerate(xs):
+                if labels[i][j]:
+                    rgb = mesh.cmap(norm(shown[i, j]))[:3] if np.isfinite(V[i, j]) else (1.0, 1.0, 1.0)
+                    dark = 0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2] < 0.5
+                    box = None if np.isfinite(V[i, j]) else {"facecolor": "0.9", "edgecolor": "none", "pad": 1.0}
+                    ax.text(xv, yv, labels[i][j], ha="center", va="center", fontsize=7,
+                            color="white" if dark else "black", zorder=6, bbox=box)
+    if log_y:
+        ax.set_yscale("log")
+    else:
+        ax.set_yticks(ys, [f"{v:g}" for v in ys])
+    ax.set_xticks(xs, [f"{v:g}" for v in xs])
+    ax.set_xlim(xe[0], xe[-1])
+    ax.set_ylim(ye[0], ye[-1])
+    ax.grid(False)
+    if colourbar is not None:
+        ax.figure.colorbar(mesh, ax=ax, label=colourbar)
+    _finish(ax, xlabel=xlabel, ylabel=ylabel, title=title, legend=False)
+    return mesh
+
+
+def add_boundary_steps(ax, x, boundary, *, label: str | None = "boundary") -> None:
+    """Draw ``boundary[j]`` over each column ``x[j]`` of a :func:`plot_grid_map` as a black staircase.
+
+    For a closed-form threshold over a discrete parameter (e.g. the weight decay at which a
+    condition becomes an equality, for each ``K``): a horizontal segment across each column,
+    joined by vertical ones, in the theory style.
+    """
+    xs = np.asarray(x, dtype=float).ravel()
+    b = np.asarray(_numpy(boundary), dtype=float).ravel()
+    if b.shape != xs.shape:
+        raise ValueError(f"boundary must give one value per x ({xs.size}); got {b.size}")
+    xe = _edges(xs, False)
+    ax.stairs(b, xe, baseline=None, label=label, **{**THEORY, "linestyle": "-", "linewidth": 1.8})
 
 
 def _numpy(value):

@@ -10,9 +10,9 @@ not run again. The out folder holds::
     DIR/figures/<notebook>-<fingerprint>/       its figures
     DIR/results.csv, DIR/results.parquet        one row per point (pandas.read_parquet reads it)
 
-A row has the point's index, its parameter values (one column each), ``status`` (``ok``, ``up
-to date``, ``failed``, ``interrupted``), ``error`` (the first line; empty when it ran), the
-``seconds`` the run took, the number of checks run and passed, then every numeric value the
+A row has the point's index, its parameter values (one column each), ``status`` (``ok``,
+``up to date``, ``failed``, ``interrupted``, ``not started``), ``error`` (the first line; empty
+when it ran), the ``seconds`` the run took, the number of checks run and passed, then every numeric value the
 notebook glued (under its glue name; ``glue:<name>`` where that clashes with a column) and one
 ``check:<name>`` column per check (whether it passed). A point that fails is a row with its
 error. A grid naming an unknown parameter, or a value that does not fit the parameter's
@@ -156,7 +156,7 @@ def results_table(jobs: Sequence[Job], outcomes: Mapping[str, Outcome]) -> list[
     rows = []
     for i, job in enumerate(jobs):
         outcome = outcomes.get(job.label)
-        status = outcome.status if outcome else "interrupted"
+        status = outcome.status if outcome else "not started"  # Ctrl-C came before it
         row: dict[str, Any] = {"point": i, **{k: _cell(v) for k, v in job.point.items()}, "status": status,
                                "error": (_one_line(outcome.error) if outcome and status != "up to date" else None) or ""}
         meta, executed = {}, {}
