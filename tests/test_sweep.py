@@ -38,7 +38,7 @@ def test_the_optimum_over_K_and_L_is_a_table_of_six_rows_with_the_theory_at_each
 def test_a_failing_point_is_a_row_with_its_error(tmp_path):
     root = tiny_repo(tmp_path, flag=tmp_path / "unused")
     report = sweep("quick1", {"scale": [1.0, 1000.0], "seed": [0, 1]}, profile="p", out=tmp_path / "out", root=root,
-                   progress=False)
+                   progress=False, jobs=2)
     assert report.exit_code == 1
     rows = report.rows
     assert [(r["scale"], r["seed"], r["status"]) for r in rows] == [
