@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +36,22 @@ kernelspec:
 """
 """The front matter of a chapter (jupytext MyST, paired with an .ipynb, kernel python3), for
 the small notebooks the tests write."""
+SEED_AND_DEVICE = 'seed: int = 0  # seed\ndevice: str = "cpu"  # device'
+"""The two parameters every notebook must declare, as a test notebook declares them."""
+
+
+def notebook_text(title: str, parameters: str, body: str, *, prose: str | None = None) -> str:
+    """A small test notebook: :data:`FRONT`, a title, optionally a line of prose, a ``parameters``
+    cell and one code cell (``parameters`` and ``body`` are dedented)."""
+    return "\n".join([
+        FRONT,
+        f"# {title}\n",
+        *([f"{prose}\n"] if prose else []),
+        "```{code-cell} ipython3\n:tags: [parameters]\n\n" + textwrap.dedent(parameters).strip() + "\n```\n",
+        "```{code-cell} ipython3\n" + textwrap.dedent(body).strip() + "\n```\n",
+    ])
+
+
 SOURCES = ["_config.yml", "_toc.yml", "references.bib", "book", "notebooks", "profiles"]
 COLAB = colab.repository_url(ROOT).replace("https://github.com/", "https://colab.research.google.com/github/") + "/blob/main/notebooks/{}.ipynb"
 

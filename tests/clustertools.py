@@ -15,12 +15,11 @@ import os
 import shutil
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 from typing import Iterator
 
-from booktools import FRONT
+from booktools import SEED_AND_DEVICE, notebook_text
 
 __all__ = ["dask_cluster", "tiny_repo", "glued_and_checks"]
 
@@ -75,12 +74,7 @@ def dask_cluster(folder: Path, *, workers: int, allowed_failures: int | None = N
 
 
 def _chapter(title: str, params: str, body: str) -> str:
-    return "\n".join([
-        FRONT, f"# {title}\n", "Some prose.\n",
-        "```{code-cell} ipython3\n:tags: [parameters]\n\n" + textwrap.dedent(params).strip()
-        + "\nseed: int = 0  # seed\ndevice: str = \"cpu\"  # device\n```\n",
-        "```{code-cell} ipython3\n" + textwrap.dedent(body).strip() + "\n```\n",
-    ])
+    return notebook_text(title, params + "\n" + SEED_AND_DEVICE, body, prose="Some prose.")
 
 
 QUICK = """

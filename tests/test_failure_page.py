@@ -17,21 +17,14 @@ import pytest
 
 from ufmlib.book.regenerate import regenerate
 
-from booktools import FRONT
+from booktools import SEED_AND_DEVICE, notebook_text
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 
 def chapter(title: str, body: str) -> str:
-    return "\n".join([
-        FRONT,
-        f"# {title}\n",
-        "Some prose.\n",
-        "```{code-cell} ipython3\n:tags: [parameters]\n\nfail: bool = False  # make the run fail\n"
-        "seed: int = 0  # seed\ndevice: str = \"cpu\"  # device\n```\n",
-        "```{code-cell} ipython3\n" + textwrap.dedent(body).strip() + "\n```\n",
-    ])
+    return notebook_text(title, "fail: bool = False  # make the run fail\n" + SEED_AND_DEVICE, body, prose="Some prose.")
 
 
 FAILS_ON_REQUEST = """

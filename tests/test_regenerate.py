@@ -22,7 +22,7 @@ from ufmlib.book import build, cli, parameters, profiles, provenance
 from ufmlib.book.parameters import ProfileError
 from ufmlib.book.regenerate import regenerate
 
-from booktools import FRONT
+from booktools import SEED_AND_DEVICE, notebook_text
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -34,16 +34,6 @@ def load_extension():
     spec.loader.exec_module(module)
     return module
 
-
-
-def notebook_text(title: str, parameters: str, body: str) -> str:
-    cells = [
-        FRONT,
-        f"# {title}\n",
-        "```{code-cell} ipython3\n:tags: [parameters]\n\n" + textwrap.dedent(parameters).strip() + "\n```\n",
-        "```{code-cell} ipython3\n" + textwrap.dedent(body).strip() + "\n```\n",
-    ]
-    return "\n".join(cells)
 
 
 GOOD = notebook_text(
@@ -346,7 +336,7 @@ def test_declared_checks_that_did_not_run_are_listed_as_not_checked(tmp_path):
     check("ran", 1.0, 1.0, rtol=1e-12, result="R1", kind="reproduction", description="one is one")
     not_checked("skipped", result="R2", kind="reproduction", description="a branch", reason="no seed converged")
     """
-    root = make_root(tmp_path, {"claims": notebook_text("Claims", 'seed: int = 0  # seed\ndevice: str = "cpu"  # device', body)},
+    root = make_root(tmp_path, {"claims": notebook_text("Claims", SEED_AND_DEVICE, body)},
                      {"t": "notebooks: {claims: {}}\n"})
     report = regenerate("t", root=root, build_book=False, progress=False)
     assert report.exit_code == 0

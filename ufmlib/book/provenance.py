@@ -196,18 +196,31 @@ def markdown_box(prov: Provenance | Mapping[str, Any]) -> str:
 # the checks a run recorded
 
 
-def _records(nb: Mapping[str, Any]):
-    """``(name, payload)`` of every record stored by :mod:`ufmlib.notebook`, in execution order."""
+def _glued_outputs(nb: Mapping[str, Any]):
+    """``(name, data, mime_prefix)`` of every output stored by :func:`ufmlib.notebook.glue` (and
+    by the check records, which are glued too), in execution order."""
     for cell in nb.get("cells", []):
         for output in cell.get("outputs", []) if cell.get("cell_type") == "code" else []:
             meta = output.get("metadata", {}).get("scrapbook", {})
             name = str(meta.get("name", ""))
-            if not (name.startswith(CHECK_PREFIX) or name == REQUIRED_NAME):
-                continue
-            payload = output.get("data", {}).get(meta.get("mime_prefix", "") + CHECK_MIME)
-            if isinstance(payload, str):
-                payload = json.loads(payload)
-            yield name, payload
+            if name:
+                yield name, output.get("data", {}), meta.get("mime_prefix", "")
+
+
+def _is_record(name: str) -> bool:
+    """Whether a glue name is a check record or the declared-checks record (not a glued value)."""
+    return name.startswith(CHECK_PREFIX) or name == REQUIRED_NAME
+
+
+def _records(nb: Mapping[str, Any]):
+    """``(name, payload)`` of every record stored by :mod:`ufmlib.notebook`, in execution order."""
+    for name, data, prefix in _glued_outputs(nb):
+        if not _is_record(name):
+            continue
+        payload = data.get(prefix + CHECK_MIME)
+        if isinstance(payload, str):
+            payload = json.loads(payload)
+        yield name, payload
 
 
 def checks_from_notebook(nb: Mapping[str, Any]) -> list[Check | NotChecked]:
@@ -232,24 +245,20 @@ def glued_from_notebook(nb: Mapping[str, Any]) -> dict[str, Any]:
     import ast
 
     out: dict[str, Any] = {}
-    for cell in nb.get("cells", []):
-        for output in cell.get("outputs", []) if cell.get("cell_type") == "code" else []:
-            meta = output.get("metadata", {}).get("scrapbook", {})
-            name = str(meta.get("name", ""))
-            if not name or name.startswith(CHECK_PREFIX) or name == REQUIRED_NAME:
-                continue
-            data, prefix = output.get("data", {}), meta.get("mime_prefix", "")
-            if prefix + "image/png" in data:
-                out[name] = {"image/png": data[prefix + "image/png"]}
-                continue
-            text = data.get(prefix + "text/plain", "")
-            text = "".join(text) if isinstance(text, list) else str(text)
-            if prefix + "text/markdown" in data:
-                out[name] = text  # a glued string
-                continue
-            try:
-                value = ast.literal_eval(text)
-            except (ValueError, SyntaxError):
-                value = text
-            out[name] = value if isinstance(value, (int, float, bool, type(None))) else text
+    for name, data, prefix in _glued_outputs(nb):
+        if _is_record(name):
+            continue
+        if prefix + "image/png" in data:
+            out[name] = {"image/png": data[prefix + "image/png"]}
+            continue
+        text = data.get(prefix + "text/plain", "")
+        text = "".join(text) if isinstance(text, list) else str(text)
+        if prefix + "text/markdown" in data:
+            out[name] = text  # a glued string
+            continue
+        try:
+            value = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            value = text
+        out[name] = value if isinstance(value, (int, float, bool, type(None))) else text
     return out

@@ -29,9 +29,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from .execute import Outcome, read_metadata
+from .execute import Outcome
 from .executors import check_parallelism, run_jobs
-from .parameters import ProfileError, describe, notebook_parameters, read_notebook
+from .parameters import ProfileError, describe, notebook_parameters
 from .profiles import Job, _check_devices, find_root, fingerprint, input_hash, library_hash, list_notebooks, load_profile, plan
 from .provenance import checks_from_notebook, glued_from_notebook
 from .regenerate import up_to_date
@@ -159,10 +159,8 @@ def results_table(jobs: Sequence[Job], outcomes: Mapping[str, Outcome]) -> list[
         status = outcome.status if outcome else "not started"  # Ctrl-C came before it
         row: dict[str, Any] = {"point": i, **{k: _cell(v) for k, v in job.point.items()}, "status": status,
                                "error": (_one_line(outcome.error) if outcome and status != "up to date" else None) or ""}
-        meta, executed = {}, {}
-        if status in ("ok", "up to date") and job.output.is_file():
-            executed = json.loads(job.output.read_text())
-            meta = read_metadata(job.output)
+        executed = json.loads(job.output.read_text()) if status in ("ok", "up to date") and job.output.is_file() else {}
+        meta = executed.get("metadata", {}).get("ufm", {})
         row["seconds"] = float(meta.get("provenance", {}).get("wall_time_s", outcome.seconds if outcome else math.nan))
         checks = [c.as_dict() for c in checks_from_notebook(executed)] if executed else []
         ran = [c for c in checks if c.get("status", "checked") == "checked"]
@@ -246,8 +244,7 @@ def sweep(
     root = find_root(root)
     out = Path(out).resolve()
     prof = load_profile(profile, root=root)
-    points = plan_sweep(notebook, grid, profile=prof, root=root, out=out, device=device)
-    read_notebook(points[0].source)  # the notebook reads (jupytext) before anything runs
+    points = plan_sweep(notebook, grid, profile=prof, root=root, out=out, device=device)  # reads the notebook
     todo = [job for job in points if force or not up_to_date(job)]
     batch = run_jobs(todo, root=root, out_dir=out, profile=prof.name, jobs=jobs, scheduler=scheduler,
                      progress=progress, desc=f"sweep {notebook} [{prof.name}]")
