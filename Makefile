@@ -19,7 +19,7 @@ export MKL_NUM_THREADS ?= 1
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	set -o pipefail; $(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt \
-	    -e '.[data,notebooks,book,distributed,sweep,test]' 2>&1 | { grep -v "is ignored: it is neither" || true; }
+	    -e '.[data,notebooks,book,distributed,sweep,peers,test]' 2>&1 | { grep -v "is ignored: it is neither" || true; }
 	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (ufm-companion)" >/dev/null
 	@touch $(STAMP)
 
@@ -33,6 +33,7 @@ book: $(STAMP)
 
 benchmark: $(STAMP)
 	$(PY) benchmarks/spectra.py
+	$(PY) benchmarks/peers.py
 
 clean:
 	rm -rf _build

@@ -390,9 +390,44 @@ def test_a_solve_stopped_at_its_restart_limit_is_reported_never_silent():
     # layer_spectrum's Lanczos route passes the flag on
     cfg = UFMConfig(K=3, n=20, d=20, L=3, activation="relu", seed=2)
     with pytest.warns(NotConvergedWarning):
-        spec = layer_spectrum(init_params(cfg), cfg, 2, k=9, method="lanczos", max_restarts=0)
+        spec = layer_spectrum(init_params(cfg), cfg, 2, k=9, method="lanczos", num_steps=12, max_restarts=0)
     assert spec.converged is False and spec.method.startswith("lanczos")
     # the other solvers report it the same way
     with pytest.warns(NotConvergedWarning, match="power iteration"):
         pw = power_iteration_deflation(dense_matvec(A), dim=300, k=2, tol=1e-15, max_iter=3, seed=0)
     assert pw.converged is False
+
+
+# ----------------------------------------------------------------------------- block matched to clusters
+def _directions(res) -> int:
+    return int(res.method.split("adaptive, ")[1].split(" directions")[0])
+
+
+@pytest.mark.parametrize("mult, k", [(25, 25), (25, 30), (9, 5), (36, 40)])
+def test_default_block_grows_to_the_multiplicity_of_equal_outliers(mult, k):
+    """K² exactly equal outliers (K = 5, 3, 6) over a bulk: the default solver starts from two
+    random directions and grows its block until every returned cluster is smaller than the
+    directions it searched with; all copies are found and span the eigenspace."""
+    A, U = _outliers_plus_bulk(400, [(0.5, mult)], seed=30 + mult)
+    res = top_eigenpairs(dense_matvec(A), k=k, seed=0)
+    ref = torch.linalg.eigvalsh(A).flip(0)[:k]
+    assert res.converged
+    torch.testing.assert_close(res.eigenvalues, ref, rtol=0, atol=1e-12)
+    copies = min(mult, k)
+    assert copies < _directions(res)
+    V = res.eigenvectors[:, :copies]
+    assert torch.linalg.matrix_norm(V - U[:, :mult] @ (U[:, :mult].T @ V), ord=2).item() < 1e-8
+
+
+def test_default_stays_at_two_directions_without_repeated_eigenvalues():
+    """A spectrum without repeated eigenvalues: no fresh directions are added, and the solver
+    needs far fewer products than a block of k."""
+    A = _wishart(600, 300, seed=40)
+    default = top_eigenpairs(dense_matvec(A), k=20, seed=0)
+    big_block = top_eigenpairs(dense_matvec(A), k=20, block_size=20, seed=0)
+    ref = torch.linalg.eigvalsh(A).flip(0)[:20]
+    for res in (default, big_block):
+        assert res.converged
+        torch.testing.assert_close(res.eigenvalues, ref, rtol=1e-10, atol=0)
+    assert _directions(default) == 2
+    assert default.num_matvecs < big_block.num_matvecs

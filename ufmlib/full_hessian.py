@@ -5,7 +5,9 @@ with ``include_H``), every block the row-major vec of its matrix (:func:`layer_b
 back into layers). Measured routes:
 
 * :func:`full_hessian_autodiff` -- dense, by ``torch.func`` (forward-over-reverse);
-* :func:`full_hvp` -- matrix-free products ``v ↦ ∇²ℓ v`` (jvp of grad), for the eigensolvers;
+* :func:`full_hvp` / :func:`full_operator` -- matrix-free products ``v ↦ ∇²ℓ v`` (the
+  R-operator written out, a block in one batched pass), for the eigensolvers;
+  :func:`full_hvp_autodiff` -- the same products by automatic differentiation (jvp of grad);
 * :func:`full_gauss_newton` -- the dense Gauss-Newton part ``Σ_i J_i^T Q_i J_i``;
 * :func:`fit_gradient` -- the gradient of the fit term, per layer or flat;
 * :func:`frame_coefficients` -- a flat vector's blocks in the class-mean frames, the coordinates
@@ -29,12 +31,15 @@ from torch import Tensor
 from .autodiff import auto_chunk, dense_hessian, load_forward_ad
 from .config import UFMConfig
 from .model import UFMParams, fit_loss, forward, labels, logit_hessian_apply
+from .operators import LinearOperator
 from .state import UFMState, state_of
 from .validation import check_layer
 
 __all__ = [
     "full_hessian_autodiff",
     "full_hvp",
+    "full_hvp_autodiff",
+    "full_operator",
     "fit_gradient",
     "full_gauss_newton",
     "layer_blocks",
@@ -83,14 +88,14 @@ def full_hessian_autodiff(
     return H + torch.diag(diag) if regularised else H
 
 
-def full_hvp(
+def full_hvp_autodiff(
     params: Point, cfg: UFMConfig, *, include_H: bool = False, regularised: bool = False
 ) -> tuple[MatVec, int]:
-    """Matrix-free full-Hessian product ``v ↦ ∇²ℓ v`` (jvp of grad, ``torch.func``) and its dimension.
+    """Matrix-free full-Hessian product ``v ↦ ∇²ℓ v`` by automatic differentiation (jvp of grad, ``torch.func``).
 
-    Same parameter order and vec convention as :func:`full_hessian_autodiff`; ``v`` may be
-    ``(dim,)`` or ``(dim, m)`` (vmapped over columns). One product costs a small multiple of one gradient
-    (``benchmarks/spectra.py`` part (d) measures it).
+    The measurement that :func:`full_hvp` (the same products written out) and the layer blocks of
+    :func:`block_hvp` are checked against; same parameter order and vec convention as
+    :func:`full_hessian_autodiff`; ``v`` may be ``(dim,)`` or ``(dim, m)`` (vmapped over columns).
     """
     theta, f, diag = _flat_setup(params, cfg, include_H)
     load_forward_ad()
@@ -101,8 +106,7 @@ def full_hvp(
         return torch.func.jvp(grad, (theta,), (v,))[1]
 
     def matvec(v: Tensor) -> Tensor:
-        if v.ndim not in (1, 2) or v.shape[0] != dim:
-            raise ValueError(f"v must have shape ({dim},) or ({dim}, m); got {tuple(v.shape)}")
+        _check_vector(v, dim)
         v = v.to(dtype=theta.dtype, device=theta.device)
         out = hvp(v) if v.ndim == 1 else torch.func.vmap(hvp, in_dims=1, out_dims=1)(v)
         if regularised:
@@ -110,6 +114,101 @@ def full_hvp(
         return out
 
     return matvec, dim
+
+
+def _check_vector(v: Tensor, dim: int) -> None:
+    if not isinstance(v, Tensor) or v.ndim not in (1, 2) or v.shape[0] != dim:
+        raise ValueError(f"v must have shape ({dim},) or ({dim}, m); got {tuple(getattr(v, 'shape', ()))}")
+
+
+def full_hvp(
+    params: Point, cfg: UFMConfig, *, include_H: bool = False, regularised: bool = False
+) -> tuple[MatVec, int]:
+    """Matrix-free full-Hessian product ``v ↦ ∇²ℓ v`` and its dimension (R7).
+
+    Pearlmutter's R-operator (1994) written out for the deep UFM: with ``x_1 = H_1``,
+    ``h_{l+1} = W_l x_l``, ``x_{l+1} = σ(h_{l+1})``, ``Z = W_L x_L``, the gradient of the
+    fit term is ``∇_{W_l} ℓ = δ_l x_l^T`` with ``δ_L = ∂ℓ/∂Z`` and
+    ``δ_l = σ'(h_{l+1}) ⊙ W_{l+1}^T δ_{l+1}``. Its derivative along ``V = (V_H, V_1..V_L)`` is
+    ``dδ_l x_l^T + δ_l dx_l^T`` with the forward tangent
+    ``dx_{l+1} = σ'(h_{l+1}) ⊙ (V_l x_l + W_l dx_l)`` (``dx_1 = V_H``, 0 without ``H_1``),
+    ``dδ_L = Q(dZ)`` (``Q`` the loss Hessian in the logits) and
+    ``dδ_l = σ'(h_{l+1}) ⊙ (V_{l+1}^T δ_{l+1} + W_{l+1}^T dδ_{l+1})`` (``σ'' = 0``; ``ReLU'(0) = 0``
+    as in PyTorch's autograd). The forward pass and ``δ`` are computed once; a product costs
+    about six matrix products per layer, and a block ``(dim, m)`` is multiplied in one batched
+    pass. Same parameter order and vec convention as :func:`full_hessian_autodiff`, tested
+    against it and against :func:`full_hvp_autodiff`; ``benchmarks/spectra.py`` part (d)
+    measures its cost against one gradient.
+    """
+    st = state_of(params, cfg)
+    tensors = st.tensors()
+    H1, Ws = tensors[0], tensors[1:]
+    L = cfg.L
+    fwd = st.forward
+    xs = list(fwd.inputs)  # x_1..x_L
+    relu = cfg.activation == "relu"
+    masks = [(h > 0).to(H1.dtype) for h in fwd.preacts[1:]] if relu else None  # σ'(h_2)..σ'(h_L)
+    Z, Y = fwd.logits, st.labels
+    N = cfg.N
+    gZ = (Z - Y) / N if cfg.loss == "mse" else (torch.softmax(Z, dim=0) - Y) / N
+    apply_Q = logit_hessian_apply(Z, cfg.loss)  # rows: (..., N, K)
+    deltas: list[Tensor] = [None] * L  # type: ignore[list-item]
+    deltas[L - 1] = gZ
+    for l in range(L - 2, -1, -1):
+        e = Ws[l + 1].mT @ deltas[l + 1]
+        deltas[l] = e * masks[l] if relu else e
+    shapes = ([tuple(H1.shape)] if include_H else []) + [tuple(W.shape) for W in Ws]
+    sizes = [a * b for a, b in shapes]
+    dim = sum(sizes)
+    lams = ([cfg.lambda_H] if include_H else []) + list(cfg.lambda_Ws)
+    diag = torch.cat([torch.full((s,), lam, dtype=H1.dtype, device=H1.device) for s, lam in zip(sizes, lams)])
+
+    def matmat(Vb: Tensor) -> Tensor:  # Vb: m x dim
+        m = Vb.shape[0]
+        parts = [p.reshape(m, a, b) for p, (a, b) in zip(torch.split(Vb, sizes, dim=1), shapes)]
+        VH = parts.pop(0) if include_H else None
+        V = parts
+        dx = VH  # tangent of x_l (None: zero)
+        dxs = [dx]
+        for l in range(L - 1):
+            dh = V[l] @ xs[l] if dx is None else V[l] @ xs[l] + Ws[l] @ dx
+            dx = dh * masks[l] if relu else dh
+            dxs.append(dx)
+        dZ = V[L - 1] @ xs[L - 1] + Ws[L - 1] @ dx
+        dd = apply_Q(dZ.mT).mT  # m x K x N
+        out = [None] * L
+        for l in range(L - 1, -1, -1):
+            g = dd @ xs[l].mT
+            if dxs[l] is not None:
+                g = g + deltas[l] @ dxs[l].mT
+            out[l] = g.reshape(m, -1)
+            if l > 0 or include_H:
+                e = V[l].mT @ deltas[l] + Ws[l].mT @ dd
+                dd = (e * masks[l - 1] if relu else e) if l > 0 else e
+        if include_H:
+            out.insert(0, dd.reshape(m, -1))
+        return torch.cat(out, dim=1)
+
+    def matvec(v: Tensor) -> Tensor:
+        _check_vector(v, dim)
+        v = v.to(dtype=H1.dtype, device=H1.device)
+        out = matmat(v.mT if v.ndim == 2 else v[None]).mT
+        out = out if v.ndim == 2 else out[:, 0]
+        if regularised:
+            out = out + (diag[:, None] * v if v.ndim == 2 else diag * v)
+        return out
+
+    return matvec, dim
+
+
+def full_operator(
+    params: Point, cfg: UFMConfig, *, include_H: bool = False, regularised: bool = False
+) -> LinearOperator:
+    """The full Hessian ``∇²ℓ`` as a :class:`ufmlib.operators.LinearOperator` (products of :func:`full_hvp`,
+    a block in one batched pass), for the eigensolvers of :mod:`ufmlib.lanczos` (R7)."""
+    matvec, dim = full_hvp(params, cfg, include_H=include_H, regularised=regularised)
+    H1 = state_of(params, cfg).params.H1
+    return LinearOperator(matvec, dim, dtype=H1.dtype, device=H1.device, name="full Hessian")
 
 
 def fit_gradient(
@@ -180,7 +279,7 @@ def block_hvp(params: Point, cfg: UFMConfig, index: int, *, include_H: bool = Fa
 
     ``index`` counts the blocks of :func:`layer_blocks` from 0 (``H_1`` first when ``include_H``,
     then ``W_1..W_L``). ``v`` (``(dim,)`` or ``(dim, m)``) is placed in that block of a zero
-    vector, multiplied by :func:`full_hvp` (forward-over-reverse automatic differentiation, no
+    vector, multiplied by :func:`full_hvp_autodiff` (forward-over-reverse automatic differentiation, no
     closed form) and the same block of the product is returned. For ``W_l`` this is the layer
     Hessian ``Hess_l`` (R2, v1 Thm 4.1); for ``H_1`` the features' Hessian ``F ⊗ I_N`` (R6) --
     measured, so that a Lanczos spectrum of it or a comparison with the Kronecker factors is an
@@ -189,7 +288,7 @@ def block_hvp(params: Point, cfg: UFMConfig, index: int, *, include_H: bool = Fa
     blocks = layer_blocks(cfg, include_H=include_H)
     if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(blocks):
         raise ValueError(f"index must be an integer in 0..{len(blocks) - 1}; got {index!r}")
-    matvec, dim = full_hvp(params, cfg, include_H=include_H)
+    matvec, dim = full_hvp_autodiff(params, cfg, include_H=include_H)
     sl = blocks[index]
     size = sl.stop - sl.start
 

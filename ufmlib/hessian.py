@@ -13,8 +13,10 @@ Routes to the layer Hessian ``Hess_l = ∂²ℓ/∂vec(W_l)²``:
 * :func:`layer_hessian_factors` + :func:`kronecker_eigh` -- the linear MSE model, where
   ``Hess_l = (A^{(l+1)T} A^{(l+1)}) ⊗ Σ^{(l)}`` at *every* point (R2, v1 Thm 4.1),
   so the ``d_{l+1} d_l`` eigenpairs follow from two small eigendecompositions.
-* :func:`layer_hvp` / :func:`layer_hessian_dense` -- any model (linear/ReLU, MSE/CE) as a sum of
-  per-sample Kronecker terms ``Hess_l = Σ_i (B_i^T Q_i B_i) ⊗ x_i x_i^T``, matrix-free or dense.
+* :func:`layer_hvp` / :func:`layer_operator` / :func:`layer_hessian_dense` -- any model
+  (linear/ReLU, MSE/CE) as a sum of per-sample Kronecker terms
+  ``Hess_l = Σ_i (B_i^T Q_i B_i) ⊗ x_i x_i^T``, matrix-free (a function, or an operator object
+  whose block products are one batched call) or dense.
 * :func:`layer_spectrum` -- chooses among the above (``method="auto"``) and returns a
   :class:`ufmlib.spectrum.Spectrum` (with the solver's ``converged`` flag on the Lanczos route).
 
@@ -49,9 +51,10 @@ from typing import Callable, Literal, Sequence
 import torch
 from torch import Tensor
 
-from .autodiff import auto_chunk, dense_hessian
+from .autodiff import auto_chunk, dense_hessian, load_forward_ad
 from .config import UFMConfig
 from .model import UFMParams, fit_loss, logit_hessian_apply, relu_derivative
+from .operators import LinearOperator
 from .spectrum import KroneckerFactors, Spectrum
 from .state import UFMState, state_of
 from .validation import check_c0, check_int, check_layer
@@ -63,6 +66,8 @@ __all__ = [
     "kronecker_eigh",
     "downstream_jacobians",
     "layer_hvp",
+    "layer_operator",
+    "layer_operator_autodiff",
     "layer_hessian_dense",
     "layer_spectrum",
     "KinkHessian",
@@ -248,6 +253,49 @@ def layer_hvp(
     return matvec, dim
 
 
+def layer_operator(
+    params: Point,
+    cfg: UFMConfig,
+    layer: int,
+    *,
+    regularised: bool = False,
+    relu_prime_at_zero: float = 0.0,
+) -> LinearOperator:
+    """``Hess_l`` as a :class:`ufmlib.operators.LinearOperator`: the products of :func:`layer_hvp`,
+    a block of vectors multiplied in one batched call (R2, v1 Thm 4.1)."""
+    matvec, dim = layer_hvp(params, cfg, layer, regularised=regularised, relu_prime_at_zero=relu_prime_at_zero)
+    ref = state_of(params, cfg).params.H1
+    return LinearOperator(matvec, dim, dtype=ref.dtype, device=ref.device, name=f"layer Hessian W_{layer}")
+
+
+def layer_operator_autodiff(params: Point, cfg: UFMConfig, layer: int) -> LinearOperator:
+    """``Hess_l = ∂²ℓ/∂vec(W_l)²`` as a :class:`ufmlib.operators.LinearOperator` by automatic differentiation.
+
+    Forward-over-reverse products (``torch.func.jvp`` of ``torch.func.grad`` of the fit term as a
+    function of ``vec(W_l)`` alone, every other parameter fixed), a block ``(D, m)`` in one
+    ``vmap`` call (in chunks that keep memory near 256 MB). The matrix-free counterpart of
+    :func:`layer_hessian_autodiff`, with the same conventions (row-major vec,
+    PyTorch's ``ReLU'(0) = 0``); nothing of the Gauss-Newton structure is used, so it measures
+    the residual ``E`` of R3 (v1 Thm 4.2) rather than assuming it.
+    """
+    st = state_of(params, cfg)
+    layer = check_layer(layer, cfg.L)
+    tensors = [t.detach() for t in st.tensors()]
+    W = tensors[layer]
+    shape, x, Y = W.shape, W.reshape(-1), st.labels
+
+    def f(w: Tensor) -> Tensor:
+        ts = list(tensors)
+        ts[layer] = w.reshape(shape)
+        return fit_loss(ts, cfg, Y)
+
+    load_forward_ad()
+    grad = torch.func.grad(f)
+    batched = torch.func.vmap(lambda v: torch.func.jvp(grad, (x,), (v,))[1], in_dims=1, out_dims=1,
+                              chunk_size=auto_chunk(x.numel(), 4 * cfg.d * cfg.N * cfg.L))
+    return LinearOperator(batched, x.numel(), dtype=x.dtype, device=x.device, name=f"autodiff Hess_{layer}")
+
+
 def layer_hessian_dense(
     params: Point,
     cfg: UFMConfig,
@@ -301,6 +349,7 @@ def layer_spectrum(
     relu_prime_at_zero: float = 0.0,
     tol: float | None = None,
     max_restarts: int = 100,
+    num_steps: int | None = None,
 ) -> Spectrum:
     """Eigenvalues (descending) and eigenvectors of the layer Hessian ``Hess_l`` (R2, v1 Thm 4.1).
 
@@ -308,8 +357,9 @@ def layer_spectrum(
       * ``"kronecker"`` -- linear MSE only: :func:`kronecker_eigh` of :func:`layer_hessian_factors`
         (``k`` may be ``None``: all ``d_out d_in`` eigenvalues; vectors built lazily);
       * ``"dense"`` -- ``eigh`` of :func:`layer_hessian_dense`;
-      * ``"lanczos"`` -- ``ufmlib.lanczos.top_eigenpairs`` (block Lanczos, ``block_size = k``,
-        seeded by ``seed``, relative tolerance ``tol``, at most ``max_restarts`` thick restarts) on
+      * ``"lanczos"`` -- ``ufmlib.lanczos.top_eigenpairs`` on :func:`layer_operator` (block
+        Lanczos with batched block products, its block matched to clusters of equal eigenvalues,
+        seeded by ``seed``, relative tolerance ``tol``, a basis of at most ``num_steps`` vectors and at most ``max_restarts`` thick restarts) on
         :func:`layer_hvp`; needs ``k``;
       * ``"auto"`` -- kronecker for linear MSE; otherwise dense when ``d_out d_in <= 2500`` or
         ``k`` is ``None``, else lanczos.
@@ -345,10 +395,9 @@ def layer_spectrum(
         raise ValueError("k must be given for method='lanczos' (number of top eigenpairs)")
     from .lanczos import top_eigenpairs
 
-    matvec, _ = layer_hvp(st, cfg, layer, relu_prime_at_zero=relu_prime_at_zero)
-    ref = st.params.H1
-    res = top_eigenpairs(matvec, dim=dim, k=k, which="LA", seed=seed, tol=tol, max_restarts=max_restarts,
-                         dtype=ref.dtype, device=ref.device)
+    op = layer_operator(st, cfg, layer, relu_prime_at_zero=relu_prime_at_zero)
+    res = top_eigenpairs(op, k=k, which="LA", seed=seed, tol=tol, max_restarts=max_restarts, num_steps=num_steps,
+                         dtype=op.dtype, device=op.device)
     return replace(res, method=f"lanczos: {res.method}").shifted(shift)
 
 

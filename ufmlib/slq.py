@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from .lanczos import MatVec, lanczos_tridiag
+from .operators import LinearOperator, as_operator
 from .validation import check_int, check_tol, f64_vector
 
 __all__ = ["rademacher", "SpectralDensity", "slq_density", "slq_level_weights", "slq_weight_tolerance"]
@@ -105,23 +106,25 @@ class SpectralDensity:
         return (dens * scale).reshape(grid.shape)
 
 
-def slq_density(matvec: MatVec, *, dim: int, num_steps: int, num_probes: int, seed: int = 0,
+def slq_density(matvec: MatVec | LinearOperator, *, num_steps: int, num_probes: int, dim: int | None = None, seed: int = 0,
                 dtype=torch.float64, device="cpu", reorthogonalize: bool = True
                 ) -> SpectralDensity:
     """Stochastic Lanczos quadrature (Ubaru, Chen & Saad 2017) with Rademacher probes.
 
     Probe ``p`` is row ``p`` of ``rademacher(num_probes=..., dim=..., seed=seed)``; it starts
     ``num_steps`` Lanczos steps whose tridiagonal ``T = U diag(theta) U^T`` gives nodes
-    ``theta`` and weights ``U[0, :]**2`` (Golub & Welsch 1969).
+    ``theta`` and weights ``U[0, :]**2`` (Golub & Welsch 1969). ``matvec`` is a
+    :class:`ufmlib.operators.LinearOperator` (``dim`` then optional) or a function of ``(dim,)``.
     """
-    dim = check_int("dim", dim, 1)
+    op = as_operator(matvec, dim=None if dim is None else check_int("dim", dim, 1), dtype=dtype, device=device)
+    dim = op.dim
     num_steps = check_int("num_steps", num_steps, 1, dim)
     probes = rademacher(num_probes=num_probes, dim=dim, seed=seed, dtype=dtype, device=device)
     nodes = torch.zeros(num_probes, num_steps, dtype=dtype, device=device)
     weights = torch.zeros_like(nodes)
     count = 0
     for p in range(num_probes):
-        tri = lanczos_tridiag(matvec, dim=dim, num_steps=num_steps, dtype=dtype, device=device,
+        tri = lanczos_tridiag(op, num_steps=num_steps, dtype=dtype, device=device,
                               v0=probes[p], reorthogonalize=reorthogonalize)
         theta, w = tri.quadrature()
         m = theta.shape[0]

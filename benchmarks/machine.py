@@ -1,0 +1,18 @@
+"""What every spectra benchmark does first: fix the threads and float64, and print the machine."""
+
+from __future__ import annotations
+
+import os
+import platform
+
+import torch
+
+
+def start(*, threads: int, mode: str) -> None:
+    """Set ``threads`` torch threads and float64, and print the machine, versions and load."""
+    torch.set_num_threads(threads)
+    torch.set_default_dtype(torch.float64)
+    print(f"machine: {platform.machine()} {platform.processor() or ''} {os.cpu_count()} CPUs, "
+          f"{threads} torch threads; Python {platform.python_version()}, torch {torch.__version__}; "
+          f"float64; mode {mode}; load average {os.getloadavg()[0]:.2f} "
+          "(timings assume an otherwise idle machine)")
