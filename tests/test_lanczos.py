@@ -431,3 +431,17 @@ def test_default_stays_at_two_directions_without_repeated_eigenvalues():
         torch.testing.assert_close(res.eigenvalues, ref, rtol=1e-10, atol=0)
     assert _directions(default) == 2
     assert default.num_matvecs < big_block.num_matvecs
+
+
+@pytest.mark.parametrize("block_size", [None, 10, 12])
+def test_low_rank_operator_with_a_block_wider_than_its_rank(block_size):
+    """Nine equal outliers and an exactly zero rest (the layer Hessian at the linear minimiser is
+    such a matrix): a block wider than the rank makes the second Krylov block rank-deficient, and
+    the deficient direction must still come out orthogonal to the basis (a QR of it alone does
+    not), so the Ritz values stay those of the matrix."""
+    lam = torch.cat([torch.full((9,), 0.163, dtype=F64), torch.zeros(391, dtype=F64)])
+    A, U = _with_spectrum(lam, seed=41)
+    res = top_eigenpairs(dense_matvec(A), k=10, block_size=block_size, seed=0)
+    assert res.converged
+    torch.testing.assert_close(res.eigenvalues, lam[:10], rtol=0, atol=1e-12)
+    assert _projector_distance(res.eigenvectors[:, :9], U[:, :9]) < 1e-8
