@@ -30,7 +30,6 @@ from the repository root:
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 import warnings
@@ -40,7 +39,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from machine import start  # noqa: E402  (benchmarks/machine.py)
+from machine import options  # noqa: E402  (benchmarks/machine.py)
 
 from ufmlib.config import UFMConfig  # noqa: E402
 from ufmlib.full_hessian import full_hessian_autodiff, full_operator  # noqa: E402
@@ -113,7 +112,7 @@ def _ours(op, **kw):
     return _spectrum(top_eigenpairs(op, k=K_TOP, tol=TOL, verify=False, seed=0, **kw))
 
 
-def bench(name: str, quick: bool):
+def bench(name: str):
     spec = CONFIGS[name]
     cfg = spec["cfg"]
     params = train(cfg, lr=0.2, epochs=spec["epochs"], snapshot_epochs=[], progress=False).params
@@ -144,15 +143,11 @@ def bench(name: str, quick: bool):
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="configuration (A) only (under a minute on 2 cores)")
-    ap.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
-    args = ap.parse_args(argv)
-    start(threads=args.threads, mode='quick' if args.quick else 'full')
+    args = options(argv, description=__doc__.split("\n\n")[0], quick="configuration (A) only (under a minute on 2 cores)")
     t0 = time.perf_counter()
-    bench("A", args.quick)
+    bench("A")
     if not args.quick:
-        bench("B", args.quick)
+        bench("B")
     print(f"total {time.perf_counter() - t0:.1f} s")
     return 0
 

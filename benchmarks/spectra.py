@@ -28,7 +28,6 @@ per process oversubscribe the cores and many small operations slow down by 10-10
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -37,7 +36,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from machine import start  # noqa: E402  (benchmarks/machine.py)
+from machine import options  # noqa: E402  (benchmarks/machine.py)
 
 from ufmlib.config import UFMConfig  # noqa: E402
 from ufmlib.full_hessian import fit_gradient, full_hvp, full_hvp_autodiff  # noqa: E402
@@ -153,11 +152,7 @@ def part_d(cases):
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="small sizes (< 30 s on 2 cores)")
-    ap.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
-    args = ap.parse_args(argv)
-    start(threads=args.threads, mode='quick' if args.quick else 'full')
+    args = options(argv, description=__doc__.split("\n\n")[0], quick="small sizes (< 30 s on 2 cores)")
     warm = UFMConfig(K=2, n=1, d=2, L=2)
     layer_hessian_autodiff(init_params(warm), warm, 1)  # PyTorch's one-time forward-AD set-up
     t0 = time.perf_counter()

@@ -19,16 +19,27 @@ import pytest
 import torch
 
 from ufmlib.config import UFMConfig
-from ufmlib.decompose import GNSplit, GramPart, gauss_newton_split, jacobian_rows, projector
-from ufmlib.hessian import layer_operator_autodiff
+from ufmlib.decompose import GNSplit, GramPart, gauss_newton_split, jacobian_rows
 from ufmlib.dynamics import split_snapshot
-from ufmlib.hessian import layer_hessian_autodiff
+from ufmlib.hessian import layer_hessian_autodiff, layer_operator_autodiff
 from ufmlib.model import forward, init_params
 from ufmlib.operators import gram_operator
 from ufmlib.optimum import construct_ce_critical_point, construct_minimiser, dnc_optimum
 from ufmlib.train import train
 
 F64 = torch.float64
+
+
+def projector(M: torch.Tensor, *, rtol: float = 1e-9, scale: float | None = None) -> torch.Tensor:
+    """Orthogonal projector onto the range of the symmetric PSD ``M`` (dense): the reference the range bases are compared with.
+
+    Eigen-directions with eigenvalue ``> rtol * scale`` count (``scale`` defaults to the largest
+    eigenvalue magnitude of ``M``).
+    """
+    w, U = torch.linalg.eigh((M + M.mT) / 2)
+    scale = w.abs().max().item() if scale is None else scale
+    keep = U[:, w > rtol * scale]
+    return keep @ keep.mT
 
 
 def _class_means(X: torch.Tensor, K: int) -> torch.Tensor:

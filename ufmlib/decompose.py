@@ -83,7 +83,7 @@ from .validation import check_int, check_layer
 
 Point = UFMState | UFMParams | Sequence[Tensor]
 
-__all__ = ["jacobian_rows", "GramPart", "GNSplit", "gauss_newton_split", "projector"]
+__all__ = ["jacobian_rows", "GramPart", "GNSplit", "gauss_newton_split"]
 
 GRAM_PARTS = ("class", "cross", "within", "G")
 PARTS = (*GRAM_PARTS, "hessian", "residual")
@@ -110,18 +110,6 @@ def jacobian_rows(params: Point, cfg: UFMConfig, layer: int) -> Tensor:
         B = p.sqrt()[:, :, None] * (B - (p[:, :, None] * B).sum(dim=1, keepdim=True))
     v = torch.einsum("nka,bn->nkab", B, X).reshape(N, K, d_out * d_in)
     return v.reshape(K, n, K, d_out * d_in)
-
-
-def projector(M: Tensor, *, rtol: float = 1e-9, scale: float | None = None) -> Tensor:
-    """Orthogonal projector onto the range of the symmetric PSD ``M`` (dense; for small sizes).
-
-    Eigen-directions with eigenvalue ``> rtol * scale`` count (``scale`` defaults to the largest
-    eigenvalue magnitude of ``M``).
-    """
-    w, U = torch.linalg.eigh((M + M.mT) / 2)
-    scale = w.abs().max().item() if scale is None else scale
-    keep = U[:, w > rtol * scale]
-    return keep @ keep.mT
 
 
 def _eigvalsh_desc(M: Tensor) -> Tensor:
@@ -183,17 +171,21 @@ class GramPart:
         return self.weight * self.rows.pow(2).sum(dim=0).max().item()
 
     def matmat(self, V: Tensor) -> Tensor:
-        """``weight R^T (R V)``."""
-        return self.weight * (self.rows.mT @ (self.rows @ V))
+        """``weight R^T (R V)``, by :meth:`operator`."""
+        return self._operator.matmat(V)
 
     def compress(self, Q: Tensor) -> Tensor:
         """``Q^T (weight R^T R) Q`` for a ``D x m`` block ``Q``."""
         RQ = self.rows @ Q
         return self.weight * (RQ.mT @ RQ)
 
-    def operator(self) -> LinearOperator:
-        """The part as a :func:`ufmlib.operators.gram_operator`."""
+    @cached_property
+    def _operator(self) -> LinearOperator:
         return gram_operator(self.rows, scale=self.weight, name=f"G_{self.name}")
+
+    def operator(self) -> LinearOperator:
+        """The part as a :func:`ufmlib.operators.gram_operator` (one operator per part, counting its products)."""
+        return self._operator
 
     def dense(self) -> Tensor:
         """The ``D x D`` matrix (for small sizes and tests)."""

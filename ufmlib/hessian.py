@@ -96,6 +96,21 @@ def layer_dims(cfg: UFMConfig, layer: int) -> tuple[int, int]:
 
 
 # ----------------------------------------------------------------------------- layer Hessian
+def _layer_fit_term(st: UFMState, layer: int, Y: Tensor, c0: float | None) -> tuple[Callable[[Tensor], Tensor], Tensor]:
+    """The fit term as a function of ``vec(W_layer)`` alone (every other parameter fixed, the ReLU
+    convention ``c0`` as in :func:`ufmlib.model.forward`), and the point ``vec(W_layer)``: what the
+    autodiff routes differentiate."""
+    tensors = [t.detach() for t in st.tensors()]
+    shape = tensors[layer].shape
+
+    def f(w: Tensor) -> Tensor:
+        ts = list(tensors)
+        ts[layer] = w.reshape(shape)
+        return fit_loss(ts, st.cfg, Y, relu_prime_at_zero=c0)
+
+    return f, tensors[layer].reshape(-1)
+
+
 def layer_hessian_autodiff(
     params: Point,
     cfg: UFMConfig,
@@ -119,21 +134,12 @@ def layer_hessian_autodiff(
     loss's Hessian). This is the reference for R2 (v1 Thm 4.1) and costs ``d_out d_in`` HVPs.
     """
     st = state_of(params, cfg)
-    tensors = st.tensors()
     layer = check_layer(layer, cfg.L)
     c0 = None if relu_prime_at_zero is None else check_c0(relu_prime_at_zero)
-    Yt = _labels_like(st, Y)
-    W = tensors[layer]
-    shape = W.shape
-
-    def f(w: Tensor) -> Tensor:
-        ts = list(tensors)
-        ts[layer] = w.reshape(shape)
-        return fit_loss(ts, cfg, Yt, relu_prime_at_zero=c0)
-
-    dim = W.numel()
+    f, w = _layer_fit_term(st, layer, _labels_like(st, Y), c0)
+    dim = w.numel()
     chunk = chunk_size or auto_chunk(dim, 4 * cfg.d * cfg.N * cfg.L)
-    H = dense_hessian(f, W.reshape(-1), chunk_size=chunk)
+    H = dense_hessian(f, w, chunk_size=chunk)
     if regularised:
         H = H + cfg.lambda_Ws[layer - 1] * torch.eye(dim, dtype=H.dtype, device=H.device)
     return H
@@ -280,15 +286,7 @@ def layer_operator_autodiff(params: Point, cfg: UFMConfig, layer: int) -> Linear
     """
     st = state_of(params, cfg)
     layer = check_layer(layer, cfg.L)
-    tensors = [t.detach() for t in st.tensors()]
-    W = tensors[layer]
-    shape, x, Y = W.shape, W.reshape(-1), st.labels
-
-    def f(w: Tensor) -> Tensor:
-        ts = list(tensors)
-        ts[layer] = w.reshape(shape)
-        return fit_loss(ts, cfg, Y)
-
+    f, x = _layer_fit_term(st, layer, st.labels, None)
     load_forward_ad()
     grad = torch.func.grad(f)
     batched = torch.func.vmap(lambda v: torch.func.jvp(grad, (x,), (v,))[1], in_dims=1, out_dims=1,
@@ -359,8 +357,8 @@ def layer_spectrum(
       * ``"dense"`` -- ``eigh`` of :func:`layer_hessian_dense`;
       * ``"lanczos"`` -- ``ufmlib.lanczos.top_eigenpairs`` on :func:`layer_operator` (block
         Lanczos with batched block products, its block matched to clusters of equal eigenvalues,
-        seeded by ``seed``, relative tolerance ``tol``, a basis of at most ``num_steps`` vectors and at most ``max_restarts`` thick restarts) on
-        :func:`layer_hvp`; needs ``k``;
+        seeded by ``seed``, relative tolerance ``tol``, a basis of at most ``num_steps`` vectors
+        and at most ``max_restarts`` thick restarts); needs ``k``;
       * ``"auto"`` -- kronecker for linear MSE; otherwise dense when ``d_out d_in <= 2500`` or
         ``k`` is ``None``, else lanczos.
     ``regularised=True`` shifts every eigenvalue by ``λ_{W_l}`` (the regularised loss's Hessian);

@@ -74,18 +74,6 @@ def _randn(gen: torch.Generator, shape, dtype, device) -> Tensor:
     return torch.randn(shape, generator=gen, dtype=torch.float64).to(dtype=dtype, device=device)
 
 
-def _as_operator(operator, dim, dtype, device) -> LinearOperator:
-    """The solver's operator: a :class:`LinearOperator` as it is, a dense tensor or a matvec function
-    (which needs ``dim``) wrapped; ``dim``, when given, must match."""
-    if dim is not None:
-        dim = check_int("dim", dim, 1)
-    if not isinstance(operator, (LinearOperator, Tensor)) and not callable(operator):
-        raise ValueError(f"matvec must be a LinearOperator, a square tensor or callable; got {type(operator).__name__}")
-    if callable(operator) and not isinstance(operator, LinearOperator) and dim is None:
-        raise ValueError("dim must be given with a matvec function")
-    return as_operator(operator, dim=dim, dtype=dtype, device=device)
-
-
 def dense_matvec(A: Tensor) -> LinearOperator:
     """The operator ``V -> A @ V`` of a dense symmetric matrix ``A`` (checked to rounding level)."""
     return dense_operator(A)
@@ -136,7 +124,7 @@ def lanczos_tridiag(matvec: MatVec | LinearOperator, *, num_steps: int, dim: int
     previous ones twice; otherwise only the three-term recurrence is used (O(dim) memory).
     The recurrence stops early when ``beta <= 100 eps ||A||`` (invariant subspace).
     """
-    op = _as_operator(matvec, dim, dtype, device)
+    op = as_operator(matvec, dim=dim, dtype=dtype, device=device)
     dim, start_count = op.dim, op.num_products
     num_steps = check_int("num_steps", num_steps, 1, dim)
     if v0 is None:
@@ -302,7 +290,7 @@ def top_eigenpairs(operator, *, k: int, dim: int | None = None, which: Which = "
     at that size and warns when a wanted cluster is as large as the block.
     With ``verify`` the returned residuals are recomputed with one block product (counted).
     """
-    op = _as_operator(operator, dim, dtype, device)
+    op = as_operator(operator, dim=dim, dtype=dtype, device=device)
     dim = op.dim
     k = check_int("k", k, 1, dim)
     _check_which(which)
@@ -419,7 +407,7 @@ def power_iteration_deflation(matvec: MatVec | LinearOperator, *, k: int, dim: i
     ``tol |theta|`` (PyHessian's stopping rule) or ``max_iter`` products were spent on it.
     Convergence is linear in ``|lambda_{i+1} / lambda_i|``: slow without a spectral gap.
     """
-    op = _as_operator(matvec, dim, dtype, device)
+    op = as_operator(matvec, dim=dim, dtype=dtype, device=device)
     dim, start_count = op.dim, op.num_products
     k = check_int("k", k, 1, dim)
     max_iter = check_int("max_iter", max_iter, 1)
@@ -472,7 +460,7 @@ def eigsh_reference(matvec: MatVec | LinearOperator, *, k: int, dim: int | None 
     """
     from scipy.sparse.linalg import ArpackNoConvergence, eigsh
 
-    op = _as_operator(matvec, dim, dtype, device)
+    op = as_operator(matvec, dim=dim, dtype=dtype, device=device)
     dim, start_count = check_int("dim", op.dim, 2), op.num_products
     k = check_int("k", k, 1, dim - 1)
     _check_which(which)

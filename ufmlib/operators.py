@@ -170,8 +170,11 @@ def as_operator(A, *, dim: int | None = None, dtype=None, device=None) -> Linear
 
     An operator is returned as it is; a square 2-D tensor becomes :func:`dense_operator`; a
     function ``v -> A v`` on ``(dim,)`` vectors (the older matrix-free convention) needs
-    ``dim`` and is applied column by column.
+    ``dim`` and is applied column by column. ``dim``, when given, must be a positive integer
+    (and the operator's size).
     """
+    if dim is not None:
+        dim = check_int("dim", dim, 1)
     if isinstance(A, LinearOperator):
         if dim is not None and dim != A.dim:
             raise ValueError(f"dim must be the operator's size {A.dim}; got {dim}")

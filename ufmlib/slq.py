@@ -116,7 +116,7 @@ def slq_density(matvec: MatVec | LinearOperator, *, num_steps: int, num_probes: 
     ``theta`` and weights ``U[0, :]**2`` (Golub & Welsch 1969). ``matvec`` is a
     :class:`ufmlib.operators.LinearOperator` (``dim`` then optional) or a function of ``(dim,)``.
     """
-    op = as_operator(matvec, dim=None if dim is None else check_int("dim", dim, 1), dtype=dtype, device=device)
+    op = as_operator(matvec, dim=dim, dtype=dtype, device=device)
     dim = op.dim
     num_steps = check_int("num_steps", num_steps, 1, dim)
     probes = rademacher(num_probes=num_probes, dim=dim, seed=seed, dtype=dtype, device=device)
